@@ -1,0 +1,195 @@
+"""The ``stbench`` command line.
+
+Exit codes: 0 success; 2 bad input or configuration (one line: what, where, how to fix; a
+traceback only with ``--debug``); 1 internal error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stbench.errors import UserError
+
+app = typer.Typer(help="stbench: benchmark spatial-transcriptomics prediction from H&E.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+list_app = typer.Typer(help="List registered plugins.", no_args_is_help=True)
+app.add_typer(list_app, name="list")
+
+out = Console()
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def run(
+    method: str = typer.Option(..., "--method", "-m", help="Registered method name."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Registered dataset name."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Hydra overrides key=value."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result JSON here."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+) -> None:
+    """Run METHOD on DATASET over every fold of the split; record it in MLflow."""
+    from stbench.config import compose
+    from stbench.plugins import DATASETS, METHODS
+    from stbench.runner import run as run_benchmark
+
+    overrides = list(overrides or [])
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise UserError(f"expected key=value overrides, got {bad[0]!r}",
+                        fix="write settings as key=value, e.g. seed=1")
+    METHODS.get(method)
+    dataset_cls = DATASETS.get(dataset)
+    if not any(o.split("=", 1)[0].lstrip("+~") == "split" for o in overrides):
+        overrides.insert(0, f"split={dataset_cls.card.default_split}")
+    cfg = compose([f"method={method}", f"dataset={dataset}", *overrides])
+    result = run_benchmark(cfg, json_path=str(json_path) if json_path else None,
+                           progress=False if no_progress else None)
+    _print_summary(result, json_path)
+
+
+def _print_summary(result: dict, json_path: Optional[Path]) -> None:
+    table = Table(title=f"{result['method']} ({result['method_kind']}) on {result['dataset']}, "
+                        f"split {result['split']['name']}, {len(result['folds'])} folds, "
+                        f"evaluated on {result['genes']['evaluated_on']}")
+    table.add_column("metric")
+    table.add_column("mean over folds", justify="right")
+    for name, value in result["metrics"].items():
+        table.add_row(name, f"{value:.4f}")
+    out.print(table)
+    out.print(f"runtime: {result['runtime_s']:.1f} s")
+    mlflow = result.get("mlflow") or {}
+    if mlflow.get("run_id"):
+        out.print(f"MLflow run {mlflow['run_id']} in {mlflow['tracking_uri']} (view: stbench ui)")
+    if json_path:
+        out.print(f"result JSON: {json_path}")
+
+
+def _plugin_table(kind: str, pattern: str) -> Table:
+    from stbench.plugins import DATASETS, ENCODERS, METHODS
+
+    registry = {"methods": METHODS, "datasets": DATASETS, "encoders": ENCODERS}[kind]
+    table = Table(title=f"registered {kind}")
+    if kind == "methods":
+        columns = ("name", "kind", "trained on", "needs", "citation")
+    elif kind == "datasets":
+        columns = ("name", "version", "platform", "default split", "licence", "citation")
+    else:
+        columns = ("name", "dim", "input px", "description")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for name in registry.list(pattern):
+        try:
+            plugin = registry.get(name)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is listed, not fatal
+            table.add_row(name, f"[red]failed to import: {exc}[/red]")
+            continue
+        if kind == "methods":
+            m = plugin.meta
+            table.add_row(name, m.kind, m.trained_on + " genes", ", ".join(sorted(m.needs)) or "-",
+                          m.citation)
+        elif kind == "datasets":
+            c = plugin.card
+            table.add_row(name, c.version, c.platform, c.default_split, c.licence, c.citation)
+        else:
+            doc = (plugin.__doc__ or "").strip().splitlines()
+            table.add_row(name, str(getattr(plugin, "dim", "")) or "-",
+                          str(getattr(plugin, "input_size", "-")), doc[0] if doc else "")
+    return table
+
+
+@list_app.command("methods")
+def list_methods(pattern: str = typer.Argument("*", help="Glob, e.g. 'align*'.")) -> None:
+    """Registered methods with kind, genes trained on, needs and citation."""
+    out.print(_plugin_table("methods", pattern))
+
+
+@list_app.command("datasets")
+def list_datasets(pattern: str = typer.Argument("*")) -> None:
+    """Registered datasets with version, platform, default split, licence and citation."""
+    out.print(_plugin_table("datasets", pattern))
+
+
+@list_app.command("encoders")
+def list_encoders(pattern: str = typer.Argument("*")) -> None:
+    """Registered image encoders."""
+    out.print(_plugin_table("encoders", pattern))
+
+
+@app.command()
+def ui(
+    directory: Path = typer.Option(Path("stbench-runs"), "--dir", help="The tracking folder."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
+    port: int = typer.Option(5000, help="Port."),
+) -> None:
+    """Start the MLflow UI on the local store (binds 127.0.0.1 unless told otherwise)."""
+    import subprocess
+
+    from stbench.tracking import store_uri
+
+    db = directory / "mlflow.db"
+    if not db.exists():
+        raise UserError("no MLflow store found", where=str(db),
+                        fix="run `stbench run ...` first or pass --dir to the tracking folder")
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri(directory),
+           "--host", host, "--port", str(port), "--workers", "1"]
+    out.print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def _mount_subcommands() -> None:
+    from stbench.cli_genes import app as genes_app
+
+    app.add_typer(genes_app, name="genes", help="Gene descriptions: show, coverage.")
+
+
+_mount_subcommands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code."""
+    import click
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="stbench", standalone_mode=False)
+    except UserError as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc.one_line()}", markup=False)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        err.print("aborted", markup=False)
+        return 130
+    except click.ClickException as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc.format_message()}", markup=False)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
+        if debug:
+            raise
+        err.print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+                  "traceback)", markup=False)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,620 @@
+"""The official evaluator: every reported metric is computed here, and only here.
+
+Input contract of :func:`evaluate` (one call per cross-validation fold):
+
+* ``y_true``, ``y_pred``: float arrays of shape ``(n_spots, n_genes)`` holding the
+  log-normalised expression of the *evaluated* genes for *all test spots of one fold*
+  (every test slide of the fold, stacked in any order). Computation is in float64.
+* ``slide_ids``: ``(n_spots,)`` labels saying which test slide each spot belongs to.
+* ``genes``: the ``n_genes`` unique gene names, in column order.
+* ``gene_mean_train``, ``gene_var_train``: ``(n_genes,)`` per-gene mean and variance computed
+  by the harness on the fold's TRAINING slides. They only choose which genes enter the
+  ``pcc_top50_heg`` / ``pcc_top50_hvg`` subsets, so that the subset never depends on the test
+  data. They are mandatory: omitting either raises :class:`EvaluationInputError`.
+
+NaN policy: non-finite values (NaN, +/-inf) in ``y_true``, ``y_pred`` or the training
+statistics are *refused* with :class:`EvaluationInputError` (a ``ValueError``); they are never
+silently dropped or imputed.
+
+Levels at which the metrics are computed (``METRIC_LEVELS`` holds the same text):
+
+* ``pcc_mean``: Pearson r per (gene, test slide) over that slide's spots; averaged over the
+  fold's test slides (each slide weighs the same), then over the evaluated genes (Hist2ST
+  convention).
+* ``pcc_pooled_mean``: Pearson r per gene over all test spots of the fold pooled together;
+  averaged over the evaluated genes (HEST / SGN convention).
+* ``pcc_q25`` / ``pcc_median``: 25th percentile / median (numpy linear interpolation) over
+  the evaluated genes of the per-gene slide-averaged Pearson r ("PCC@F" / "PCC@S").
+* ``pcc_top50_heg`` / ``pcc_top50_hvg``: mean of the per-gene slide-averaged Pearson r over
+  the ``top_k`` (default 50) evaluated genes with the highest training-set mean / variance
+  (all genes if there are fewer than ``top_k``; ties broken by column order). For another
+  ``top_k`` the metric is named ``pcc_top{k}_heg`` / ``pcc_top{k}_hvg``.
+* ``spearman_mean``: as ``pcc_mean`` with Spearman rho (average ranks within the slide).
+* ``mse`` / ``mae``: mean squared / absolute error over all (test spot, evaluated gene) pairs
+  of the fold.
+* ``r2_mean``: coefficient of determination ``1 - SS_res / SS_tot`` per (gene, test slide),
+  ``SS_tot`` taken around the slide's own mean of the truth; averaged over slides, then genes.
+
+Undefined values: Pearson r and Spearman rho are undefined for a (gene, slide) where the
+prediction or the truth is constant over the slide's spots, and R2 is undefined where the
+truth is constant (a constant prediction has a well-defined, usually non-positive, R2). An
+undefined value counts as **0** in every average (it is never NaN and never dropped), and
+``Evaluation.counts`` reports how often this happened. "Constant" means
+``std <= 1e-12 * (1 + |mean|)`` (population std, float64, computed after centring); a slide
+with a single spot is therefore always constant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from stbench.errors import DataError
+
+__all__ = [
+    "CONSTANT_RTOL",
+    "METRIC_LEVELS",
+    "Evaluation",
+    "EvaluationInputError",
+    "bootstrap_ci",
+    "evaluate",
+    "holm",
+    "metric_level",
+    "paired_wilcoxon",
+    "pearson_columns",
+    "spearman_columns",
+]
+
+#: Relative tolerance for "constant": ``std <= CONSTANT_RTOL * (1 + |mean|)``.
+CONSTANT_RTOL = 1e-12
+
+METRIC_LEVELS: dict[str, str] = {
+    "pcc_mean": (
+        "Pearson r per gene within each test slide (over that slide's spots), averaged over the "
+        "fold's test slides with equal weight, then averaged over the evaluated genes; "
+        "undefined (constant) values count as 0."
+    ),
+    "pcc_pooled_mean": (
+        "Pearson r per gene over all test spots of the fold pooled across slides, averaged "
+        "over the evaluated genes; undefined (constant) values count as 0."
+    ),
+    "pcc_q25": (
+        "25th percentile (linear interpolation) over the evaluated genes of the per-gene "
+        "Pearson r averaged over the fold's test slides."
+    ),
+    "pcc_median": (
+        "Median over the evaluated genes of the per-gene Pearson r averaged over the fold's "
+        "test slides."
+    ),
+    "pcc_top50_heg": (
+        "Mean over the 50 evaluated genes with the highest TRAINING-slide mean expression "
+        "(all genes if fewer) of the per-gene Pearson r averaged over the fold's test slides."
+    ),
+    "pcc_top50_hvg": (
+        "Mean over the 50 evaluated genes with the highest TRAINING-slide expression variance "
+        "(all genes if fewer) of the per-gene Pearson r averaged over the fold's test slides."
+    ),
+    "spearman_mean": (
+        "Spearman rho (average ranks) per gene within each test slide, averaged over the "
+        "fold's test slides with equal weight, then over the evaluated genes; undefined "
+        "(constant) values count as 0."
+    ),
+    "mse": (
+        "Mean squared error over all (test spot, evaluated gene) pairs of the fold, on "
+        "log-normalised expression."
+    ),
+    "mae": (
+        "Mean absolute error over all (test spot, evaluated gene) pairs of the fold, on "
+        "log-normalised expression."
+    ),
+    "r2_mean": (
+        "Coefficient of determination 1 - SS_res/SS_tot per gene within each test slide "
+        "(SS_tot around the slide's mean truth), averaged over the fold's test slides, then "
+        "over the evaluated genes; constant truth counts as 0."
+    ),
+}
+
+_PER_GENE_COLUMNS = [
+    "gene",
+    "pcc",
+    "pcc_pooled",
+    "spearman",
+    "r2",
+    "mse",
+    "mae",
+    "mean_train",
+    "var_train",
+    "n_undefined_slides",
+]
+
+
+class EvaluationInputError(DataError, ValueError):
+    """Inputs violating the evaluator's contract (shape, NaN/inf, labels, missing stats).
+
+    A ``ValueError`` for library callers and a :class:`~stbench.errors.DataError` (exit code 2)
+    for the CLI.
+    """
+
+
+@dataclass
+class Evaluation:
+    """The result of :func:`evaluate` for one fold.
+
+    Attributes:
+        metrics: Metric name -> value (plain floats; names and levels in ``METRIC_LEVELS``).
+        per_gene: One row per evaluated gene, columns ``gene, pcc, pcc_pooled, spearman, r2,
+            mse, mae, mean_train, var_train, n_undefined_slides`` (``pcc``, ``spearman`` and
+            ``r2`` are slide-averaged; ``mse``/``mae`` are over all test spots;
+            ``n_undefined_slides`` counts slides where the gene's Pearson r was undefined).
+        counts: Sizes and undefined-value counts: ``n_genes``, ``n_spots``, ``n_slides``,
+            ``n_constant_pred_gene_slides``, ``n_constant_true_gene_slides``,
+            ``n_constant_pred_genes_pooled``, ``n_constant_true_genes_pooled``,
+            ``n_top_genes`` (genes actually used by the top-k metrics).
+        per_slide: One row per test slide, columns ``slide, n_spots, pcc, spearman, r2, mse,
+            mae`` (gene-averaged within the slide). The mean of the ``pcc`` / ``spearman`` /
+            ``r2`` columns equals ``pcc_mean`` / ``spearman_mean`` / ``r2_mean``; use it for
+            slide-level bootstrap CIs (:func:`bootstrap_ci`).
+    """
+
+    metrics: dict[str, float]
+    per_gene: pd.DataFrame
+    counts: dict[str, int]
+    per_slide: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def metric_level(name: str) -> str:
+    """The level description of a metric, including ``pcc_top{k}_heg``/``_hvg`` for any k.
+
+    Args:
+        name: A metric name as it appears in ``Evaluation.metrics``.
+
+    Returns:
+        One sentence stating at which level the metric is computed.
+
+    Raises:
+        KeyError: ``name`` is not a metric of this evaluator.
+    """
+    if name in METRIC_LEVELS:
+        return METRIC_LEVELS[name]
+    for kind in ("heg", "hvg"):
+        prefix, suffix = "pcc_top", f"_{kind}"
+        middle = name[len(prefix) : -len(suffix)]
+        if name.startswith(prefix) and name.endswith(suffix) and middle.isdigit():
+            return METRIC_LEVELS[f"pcc_top50_{kind}"].replace("the 50 ", f"the {int(middle)} ")
+    raise KeyError(f"unknown metric {name!r}; known: {sorted(METRIC_LEVELS)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Column-wise correlations
+# --------------------------------------------------------------------------------------------
+
+
+def _centre(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column-centred copy of ``x`` and the boolean mask of (near-)constant columns."""
+    mean = x.mean(axis=0)
+    centred = x - mean
+    std = np.sqrt(np.mean(centred * centred, axis=0))
+    constant = std <= CONSTANT_RTOL * (1.0 + np.abs(mean))
+    return centred, constant
+
+
+def _as_2d_float(x: Any, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise EvaluationInputError(f"{name} must be numeric: {exc}") from exc
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise EvaluationInputError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
+    return arr
+
+
+def _pearson_centred(ca: np.ndarray, cb: np.ndarray, undefined: np.ndarray) -> np.ndarray:
+    """Pearson r from already centred columns; NaN where ``undefined``."""
+    na = np.sqrt(np.einsum("ij,ij->j", ca, ca))
+    nb = np.sqrt(np.einsum("ij,ij->j", cb, cb))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.einsum("ij,ij->j", ca, cb) / (na * nb)
+    r = np.clip(r, -1.0, 1.0)
+    r[undefined | ~np.isfinite(r)] = np.nan
+    return r
+
+
+def pearson_columns(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson correlation between matching columns of ``a`` and ``b`` (vectorised, float64).
+
+    Columns are centred before the products are formed (numerically stable for large means).
+
+    Args:
+        a: Array ``(n, m)`` (or ``(n,)``, treated as one column).
+        b: Array of the same shape.
+
+    Returns:
+        ``(r, undefined)``: ``r`` has shape ``(m,)`` with values in [-1, 1] and NaN where the
+        correlation is undefined; ``undefined`` is the boolean mask of columns where ``a`` or
+        ``b`` is constant (``std <= 1e-12 * (1 + |mean|)``) or where ``n < 2``.
+
+    Raises:
+        EvaluationInputError: Shapes differ or inputs are not numeric.
+    """
+    a2, b2 = _as_2d_float(a, "a"), _as_2d_float(b, "b")
+    if a2.shape != b2.shape:
+        raise EvaluationInputError(f"shape mismatch: a {a2.shape} vs b {b2.shape}")
+    if a2.shape[0] == 0:
+        raise EvaluationInputError("need at least one row")
+    ca, const_a = _centre(a2)
+    cb, const_b = _centre(b2)
+    undefined = const_a | const_b
+    return _pearson_centred(ca, cb, undefined), undefined
+
+
+def spearman_columns(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman correlation between matching columns: average-tie ranks, then Pearson.
+
+    Ranks are ``scipy.stats.rankdata(x, method="average", axis=0)``.
+
+    Args:
+        a: Array ``(n, m)`` (or ``(n,)``, treated as one column).
+        b: Array of the same shape.
+
+    Returns:
+        ``(rho, undefined)`` as in :func:`pearson_columns`; a column is undefined when ``a`` or
+        ``b`` is constant in value (same tolerance as Pearson) or in rank.
+
+    Raises:
+        EvaluationInputError: Shapes differ or inputs are not numeric.
+    """
+    a2, b2 = _as_2d_float(a, "a"), _as_2d_float(b, "b")
+    if a2.shape != b2.shape:
+        raise EvaluationInputError(f"shape mismatch: a {a2.shape} vs b {b2.shape}")
+    if a2.shape[0] == 0:
+        raise EvaluationInputError("need at least one row")
+    const_a = _centre(a2)[1]
+    const_b = _centre(b2)[1]
+    ra = stats.rankdata(a2, method="average", axis=0)
+    rb = stats.rankdata(b2, method="average", axis=0)
+    cra, const_ra = _centre(ra)
+    crb, const_rb = _centre(rb)
+    undefined = const_a | const_b | const_ra | const_rb
+    return _pearson_centred(cra, crb, undefined), undefined
+
+
+# --------------------------------------------------------------------------------------------
+# The evaluator
+# --------------------------------------------------------------------------------------------
+
+
+def _validate_stat(x: Any, name: str, n_genes: int) -> np.ndarray:
+    if x is None:
+        raise EvaluationInputError(
+            f"{name} is required",
+            fix=(
+                f"pass {name}=<per-gene statistic over the fold's TRAINING slides, shape "
+                f"({n_genes},)>; the top-k gene subsets must not be chosen on test data"
+            ),
+        )
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise EvaluationInputError(f"{name} must be numeric: {exc}") from exc
+    if arr.shape != (n_genes,):
+        raise EvaluationInputError(f"{name} must have shape ({n_genes},), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        n_bad = int(np.sum(~np.isfinite(arr)))
+        raise EvaluationInputError(f"{name} contains {n_bad} non-finite value(s)")
+    return arr
+
+
+def _validate_matrix(x: Any, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise EvaluationInputError(f"{name} must be a numeric array: {exc}") from exc
+    if arr.ndim != 2:
+        raise EvaluationInputError(
+            f"{name} must be 2-D (n_spots, n_genes), got shape {arr.shape}"
+        )
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        n_nan = int(np.isnan(arr).sum())
+        raise EvaluationInputError(
+            f"{name} contains {int(bad.sum())} non-finite value(s) ({n_nan} NaN, "
+            f"{int(bad.sum()) - n_nan} inf); non-finite values are refused, not dropped",
+            fix="fix the model output / data so every value is finite",
+        )
+    return arr
+
+
+def _top_k(stat: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest values (ties: lower column index first)."""
+    order = np.argsort(-stat, kind="stable")
+    return order[: min(k, stat.size)]
+
+
+def evaluate(
+    y_true: Any,
+    y_pred: Any,
+    slide_ids: Sequence[Any] | np.ndarray,
+    genes: Sequence[str],
+    *,
+    gene_mean_train: Any = None,
+    gene_var_train: Any = None,
+    top_k: int = 50,
+) -> Evaluation:
+    """Compute the official metrics for one fold (see the module docstring for levels).
+
+    Args:
+        y_true: ``(n_spots, n_genes)`` log-normalised truth of the evaluated genes, all test
+            spots of the fold.
+        y_pred: Predictions, same shape.
+        slide_ids: ``(n_spots,)`` test-slide label of every spot (any hashable values; NaN /
+            None labels are refused).
+        genes: The ``n_genes`` unique gene names, in column order.
+        gene_mean_train: ``(n_genes,)`` per-gene mean over the TRAINING slides (selects the
+            top-k highly expressed genes). Required despite the ``None`` default: ``None``
+            raises :class:`EvaluationInputError`.
+        gene_var_train: ``(n_genes,)`` per-gene variance over the TRAINING slides (selects the
+            top-k highly variable genes). Required likewise.
+        top_k: Size of the top-k gene subsets (metric names ``pcc_top{top_k}_heg/_hvg``).
+
+    Returns:
+        An :class:`Evaluation` with ``metrics`` (floats only), ``per_gene``, ``counts`` and
+        ``per_slide``.
+
+    Raises:
+        EvaluationInputError: (a ``ValueError``) arrays not 2-D or of different shapes,
+            ``len(slide_ids) != n_spots``, ``len(genes) != n_genes`` or duplicate gene names,
+            empty inputs, missing/ill-shaped training statistics, ``top_k < 1``, or any
+            non-finite value in ``y_true``, ``y_pred`` or the training statistics (non-finite
+            values are refused, never silently dropped).
+    """
+    yt = _validate_matrix(y_true, "y_true")
+    yp = _validate_matrix(y_pred, "y_pred")
+    if yt.shape != yp.shape:
+        raise EvaluationInputError(f"y_true shape {yt.shape} != y_pred shape {yp.shape}")
+    n_spots, n_genes = yt.shape
+    if n_spots == 0 or n_genes == 0:
+        raise EvaluationInputError(f"empty evaluation: shape {yt.shape}")
+
+    genes_list = [str(g) for g in genes]
+    if len(genes_list) != n_genes:
+        raise EvaluationInputError(f"len(genes)={len(genes_list)} but y has {n_genes} columns")
+    if len(set(genes_list)) != n_genes:
+        dup = pd.Index(genes_list)[pd.Index(genes_list).duplicated()].unique().tolist()
+        raise EvaluationInputError(f"duplicate gene names: {dup[:10]}")
+
+    labels = np.asarray(slide_ids, dtype=object)
+    if labels.ndim != 1 or labels.shape[0] != n_spots:
+        raise EvaluationInputError(
+            f"slide_ids must be 1-D of length n_spots={n_spots}, got shape {labels.shape}"
+        )
+    try:  # sorted labels make the slide order (and float summation order) deterministic
+        codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=True)
+    except TypeError:  # unorderable mixed label types: order of first appearance
+        codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=False)
+    if (codes < 0).any():
+        raise EvaluationInputError(f"slide_ids contains {int((codes < 0).sum())} missing label(s)")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise EvaluationInputError(f"top_k must be a positive integer, got {top_k!r}")
+    mean_train = _validate_stat(gene_mean_train, "gene_mean_train", n_genes)
+    var_train = _validate_stat(gene_var_train, "gene_var_train", n_genes)
+
+    n_slides = len(uniques)
+
+    # ---- per (gene, slide): loop over slides only, vectorised over genes ----
+    pcc_s = np.zeros((n_slides, n_genes))
+    spr_s = np.zeros((n_slides, n_genes))
+    r2_s = np.zeros((n_slides, n_genes))
+    undef_pcc = np.zeros((n_slides, n_genes), dtype=bool)
+    const_pred_s = np.zeros((n_slides, n_genes), dtype=bool)
+    const_true_s = np.zeros((n_slides, n_genes), dtype=bool)
+    slide_mse = np.zeros(n_slides)
+    slide_mae = np.zeros(n_slides)
+    slide_n = np.zeros(n_slides, dtype=np.int64)
+
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(n_slides + 1))
+    for s in range(n_slides):
+        idx = order[bounds[s] : bounds[s + 1]]
+        t, p = yt[idx], yp[idx]
+        ct, c_true = _centre(t)
+        cp, c_pred = _centre(p)
+        undefined = c_true | c_pred
+        pcc_s[s] = np.nan_to_num(_pearson_centred(ct, cp, undefined), nan=0.0)
+        rho, undef_rho = spearman_columns(t, p)
+        spr_s[s] = np.where(undef_rho, 0.0, rho)
+        err = t - p
+        ss_res = np.einsum("ij,ij->j", err, err)
+        ss_tot = np.einsum("ij,ij->j", ct, ct)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = 1.0 - ss_res / ss_tot
+        r2_s[s] = np.where(c_true, 0.0, r2)
+        undef_pcc[s] = undefined
+        const_pred_s[s] = c_pred
+        const_true_s[s] = c_true
+        slide_mse[s] = float(np.mean(err * err))
+        slide_mae[s] = float(np.mean(np.abs(err)))
+        slide_n[s] = idx.size
+
+    pcc_gene = pcc_s.mean(axis=0)
+    spr_gene = spr_s.mean(axis=0)
+    r2_gene = r2_s.mean(axis=0)
+
+    # ---- pooled over all test spots of the fold ----
+    ct_all, c_true_all = _centre(yt)
+    cp_all, c_pred_all = _centre(yp)
+    pooled = _pearson_centred(ct_all, cp_all, c_true_all | c_pred_all)
+    pooled = np.nan_to_num(pooled, nan=0.0)
+    del ct_all, cp_all
+    err_all = yt - yp
+    mse_gene = np.mean(err_all * err_all, axis=0)
+    mae_gene = np.mean(np.abs(err_all), axis=0)
+    del err_all
+
+    heg = _top_k(mean_train, top_k)
+    hvg = _top_k(var_train, top_k)
+
+    metrics: dict[str, float] = {
+        "pcc_mean": float(pcc_gene.mean()),
+        "pcc_pooled_mean": float(pooled.mean()),
+        "pcc_q25": float(np.percentile(pcc_gene, 25)),
+        "pcc_median": float(np.median(pcc_gene)),
+        f"pcc_top{top_k}_heg": float(pcc_gene[heg].mean()),
+        f"pcc_top{top_k}_hvg": float(pcc_gene[hvg].mean()),
+        "spearman_mean": float(spr_gene.mean()),
+        "mse": float(mse_gene.mean()),
+        "mae": float(mae_gene.mean()),
+        "r2_mean": float(r2_gene.mean()),
+    }
+
+    per_gene = pd.DataFrame(
+        {
+            "gene": genes_list,
+            "pcc": pcc_gene,
+            "pcc_pooled": pooled,
+            "spearman": spr_gene,
+            "r2": r2_gene,
+            "mse": mse_gene,
+            "mae": mae_gene,
+            "mean_train": mean_train,
+            "var_train": var_train,
+            "n_undefined_slides": undef_pcc.sum(axis=0).astype(np.int64),
+        },
+        columns=_PER_GENE_COLUMNS,
+    )
+    per_slide = pd.DataFrame(
+        {
+            "slide": list(uniques),
+            "n_spots": slide_n,
+            "pcc": pcc_s.mean(axis=1),
+            "spearman": spr_s.mean(axis=1),
+            "r2": r2_s.mean(axis=1),
+            "mse": slide_mse,
+            "mae": slide_mae,
+        }
+    )
+    counts = {
+        "n_genes": int(n_genes),
+        "n_spots": int(n_spots),
+        "n_slides": int(n_slides),
+        "n_constant_pred_gene_slides": int(const_pred_s.sum()),
+        "n_constant_true_gene_slides": int(const_true_s.sum()),
+        "n_constant_pred_genes_pooled": int(c_pred_all.sum()),
+        "n_constant_true_genes_pooled": int(c_true_all.sum()),
+        "n_top_genes": int(min(top_k, n_genes)),
+    }
+    return Evaluation(metrics=metrics, per_gene=per_gene, counts=counts, per_slide=per_slide)
+
+
+# --------------------------------------------------------------------------------------------
+# Paired statistics for leaderboards
+# --------------------------------------------------------------------------------------------
+
+
+def _as_1d_finite(x: Any, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise EvaluationInputError(f"{name} must be numeric: {exc}") from exc
+    if arr.ndim != 1:
+        raise EvaluationInputError(f"{name} must be 1-D, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise EvaluationInputError(f"{name} contains non-finite values; they are refused")
+    return arr
+
+
+def paired_wilcoxon(a: Any, b: Any) -> tuple[float, float]:
+    """Two-sided Wilcoxon signed-rank test of paired values (e.g. per-slide or per-gene PCC).
+
+    Uses ``scipy.stats.wilcoxon(a, b, zero_method="wilcox")`` (zero differences discarded).
+
+    Args:
+        a: 1-D values of method A.
+        b: 1-D values of method B, paired with ``a``.
+
+    Returns:
+        ``(statistic, p_value)``. If every difference is zero (identical methods), returns
+        ``(0.0, 1.0)`` instead of failing.
+
+    Raises:
+        EvaluationInputError: Lengths differ, inputs empty, not 1-D or non-finite.
+    """
+    x, y = _as_1d_finite(a, "a"), _as_1d_finite(b, "b")
+    if x.shape != y.shape:
+        raise EvaluationInputError(f"paired inputs differ in length: {x.size} vs {y.size}")
+    if x.size == 0:
+        raise EvaluationInputError("paired_wilcoxon needs at least one pair")
+    if np.all(x - y == 0):
+        return 0.0, 1.0
+    res = stats.wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")
+    p = float(res.pvalue)
+    return float(res.statistic), (1.0 if np.isnan(p) else min(p, 1.0))
+
+
+def holm(pvalues: Any) -> np.ndarray:
+    """Holm-Bonferroni step-down adjustment of a family of p-values.
+
+    ``adj_(i) = max_{j <= i} min(1, (m - j + 1) * p_(j))`` over ascending p-values, returned in
+    the original order.
+
+    Args:
+        pvalues: 1-D p-values in [0, 1].
+
+    Returns:
+        Adjusted p-values, same shape and order as the input.
+
+    Raises:
+        EvaluationInputError: Not 1-D, non-finite or outside [0, 1].
+    """
+    p = _as_1d_finite(pvalues, "pvalues")
+    if np.any((p < 0) | (p > 1)):
+        raise EvaluationInputError("p-values must lie in [0, 1]")
+    m = p.size
+    if m == 0:
+        return p.copy()
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted_sorted = np.maximum.accumulate(scaled)
+    out = np.empty(m)
+    out[order] = adjusted_sorted
+    return out
+
+
+def bootstrap_ci(
+    values_per_slide: Any, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean, resampling slides.
+
+    Slides are drawn with replacement (``numpy.random.default_rng(seed)``), so the result is
+    deterministic for a given seed.
+
+    Args:
+        values_per_slide: 1-D metric values, one per slide (e.g. ``Evaluation.per_slide.pcc``).
+        n_boot: Number of bootstrap resamples.
+        seed: Seed of the random generator.
+        alpha: Two-sided level; the interval is ``[alpha/2, 1 - alpha/2]`` quantiles.
+
+    Returns:
+        ``(low, high)``; ``(v, v)`` for a single slide.
+
+    Raises:
+        EvaluationInputError: Empty/non-finite values, ``n_boot < 1`` or ``alpha`` not in (0, 1).
+    """
+    v = _as_1d_finite(values_per_slide, "values_per_slide")
+    if v.size == 0:
+        raise EvaluationInputError("bootstrap_ci needs at least one slide")
+    if n_boot < 1:
+        raise EvaluationInputError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise EvaluationInputError(f"alpha must be in (0, 1), got {alpha}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, v.size, size=(n_boot, v.size))
+    means = v[idx].mean(axis=1)
+    low, high = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(low), float(high)

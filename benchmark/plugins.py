@@ -1,0 +1,42 @@
+"""The three plugin registries and the built-in plugins (registered lazily).
+
+Third-party packages add plugins through entry points, e.g. in their pyproject::
+
+    [project.entry-points."stbench.methods"]
+    mymethod = "my_package.my_module:MyMethod"
+"""
+
+from __future__ import annotations
+
+from stbench.registry import Registry
+
+METHODS: Registry = Registry("method", group="stbench.methods")
+DATASETS: Registry = Registry("dataset", group="stbench.datasets")
+ENCODERS: Registry = Registry("encoder", group="stbench.encoders")
+
+_BUILTIN_METHODS = {
+    "mean_expression": "stbench.methods.mean_expression:MeanExpression",
+    "ridge": "stbench.methods.ridge:Ridge",
+    "bilinear": "stbench.methods.bilinear:Bilinear",
+}
+_BUILTIN_DATASETS = {
+    "demo": "stbench.datasets.demo:DemoDataset",
+    "her2st": "stbench.datasets.her2st:Her2stDataset",
+    "cscc": "stbench.datasets.cscc:CsccDataset",
+    "hest": "stbench.datasets.hest:HestDataset",
+    "visium": "stbench.datasets.visium:VisiumDataset",
+    "h5ad": "stbench.datasets.h5ad:H5adDataset",
+}
+_BUILTIN_ENCODERS = {
+    "handcrafted": "stbench.features:HandcraftedEncoder",
+    "efficientnet_lite0": "stbench.encoders:EfficientNetLite0Encoder",
+    "timm": "stbench.encoders:TimmEncoder",
+    "open_clip": "stbench.encoders:OpenClipEncoder",
+}
+
+for _name, _target in _BUILTIN_METHODS.items():
+    METHODS.register(_name, _target)
+for _name, _target in _BUILTIN_DATASETS.items():
+    DATASETS.register(_name, _target)
+for _name, _target in _BUILTIN_ENCODERS.items():
+    ENCODERS.register(_name, _target)

@@ -1,0 +1,343 @@
+"""The harness: one method on one dataset over every fold of a split.
+
+Flow (one direction): dataset plugin -> slides -> normalisation -> folds (slide fold x gene
+split; panel and gene statistics from TRAINING slides only) -> cached features -> method.fit on
+the training bundle (seen genes only for zero-shot methods; the harness slices the matrix) ->
+method.predict on test slides (expression hidden) -> evaluator -> result JSON + MLflow runs.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+import stbench
+from stbench.cache import ArrayCache, cache_key
+from stbench.config import to_container, to_yaml
+from stbench.data import Dataset, Slide
+from stbench.errors import ConfigError, DataError
+from stbench.features import ImageEncoder, PatchSpec, encode_slide
+from stbench.genes import descriptions_for
+from stbench.method import Bundle, FitContext, GeneText, Method, SlideView
+from stbench.metrics import METRIC_LEVELS, evaluate
+from stbench.plugins import DATASETS, ENCODERS, METHODS
+from stbench.preprocess import Expression, choose_panel, normalise
+from stbench.progress import progress_bars
+from stbench.result import SCHEMA_VERSION, dumps, git_sha, validate_result, write_atomic
+from stbench.splits import GeneSplit, SlideFold, gene_splits, read_gene_list, slide_folds
+from stbench.text import build_gene_text
+from stbench.tracking import NullTracker, Tracker, flatten
+
+MIN_SPOTS_PER_SLIDE = 10
+
+
+@dataclass
+class FoldPlan:
+    """One unit of work: a slide fold, the fold's panel and one gene split."""
+
+    index: int
+    slides: SlideFold
+    panel: list[str]
+    panel_kind: str
+    genes: GeneSplit
+    train_mean: np.ndarray
+    train_var: np.ndarray
+    absent_genes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def evaluated(self) -> list[str]:
+        return list(self.genes.unseen) if self.genes.unseen else list(self.panel)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy's legacy global RNG and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def load_slides(dataset: Dataset, min_spot_counts: int) -> list[Slide]:
+    """Load the dataset, drop spots under ``min_spot_counts`` and check the sections."""
+    slides = dataset.load()
+    if not slides:
+        raise DataError(f"dataset {dataset.card.name!r} has no section",
+                        where=str(getattr(dataset.config, "root", None)),
+                        fix="check dataset.root and dataset.sections")
+    names = [s.name for s in slides]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"duplicate section names {dupes}", fix="give every section a unique name")
+    kept = []
+    for s in slides:
+        if min_spot_counts > 0:
+            x = s.adata.X
+            totals = np.asarray(x.sum(axis=1)).ravel()
+            keep = totals >= min_spot_counts
+            if not keep.all():
+                s = Slide(s.name, s.patient, s.adata[keep].copy(), s.image, s.microns_per_pixel,
+                          s.spot_diameter_um)
+        if s.n_spots < MIN_SPOTS_PER_SLIDE:
+            raise DataError(f"section {s.name} has {s.n_spots} usable spots (< {MIN_SPOTS_PER_SLIDE})",
+                            fix="drop it with dataset.sections=[...] or lower preprocess.min_spot_counts")
+        kept.append(s)
+    return kept
+
+
+def plan_folds(cfg: DictConfig, slides: list[Slide], exprs: dict[str, Expression],
+               literature: list[str] | None, trained_on: str) -> list[FoldPlan]:
+    """Slide folds x gene splits, with panel and gene statistics from training slides."""
+    sp = cfg.split
+    folds = slide_folds([(s.name, s.patient) for s in slides], sp.name, seed=cfg.seed,
+                        test=list(sp.test), val=list(sp.val), n_val_slides=sp.n_val_slides, k=sp.k)
+    g = cfg.genes
+    panel_file = read_gene_list(g.panel_file, "panel") if g.panel_file else None
+    if g.panel == "file" and panel_file is None:
+        raise ConfigError("genes.panel=file needs genes.panel_file=PATH",
+                          fix="write one symbol a line and pass genes.panel_file=PATH")
+    plans: list[FoldPlan] = []
+    for fold in folds:
+        train = [exprs[n] for n in fold.train]
+        panel, kind = choose_panel(g.panel, train, literature=literature,
+                                   panel_file_genes=panel_file, n_hvg=g.n_hvg,
+                                   default=_default_panel(cfg, literature))
+        absent = {}
+        stacked = []
+        for n in fold.train:
+            values, n_absent = exprs[n].select(panel)
+            stacked.append(values)
+        for n in fold.train + fold.val + fold.test:
+            absent[n] = exprs[n].select(panel)[1]
+        y = np.concatenate(stacked, axis=0).astype(np.float64)
+        mean, var = y.mean(0), y.var(0)
+        for gs in gene_splits(panel, mean, g.split, seed=cfg.seed, n_unseen=g.n_unseen, k=g.k,
+                              unseen_file=g.unseen_file, val_fraction=g.val_fraction,
+                              with_val=trained_on == "seen"):
+            plans.append(FoldPlan(len(plans), fold, panel, kind, gs, mean, var, absent))
+    return plans
+
+
+def _default_panel(cfg: DictConfig, literature: list[str] | None) -> str:
+    return "literature" if literature else "all"
+
+
+def compute_features(cfg: DictConfig, slides: list[Slide], needs: frozenset[str],
+                     cache: ArrayCache, task) -> dict[str, dict[str, np.ndarray]]:
+    """Per-slide features the method needs (served from the content-addressed cache)."""
+    features: dict[str, dict[str, np.ndarray]] = {s.name: {} for s in slides}
+    if "image" not in needs:
+        return features
+    enc_cfg = OmegaConf.to_container(cfg.encoder, resolve=True)
+    enc_name = enc_cfg.pop("name")
+    encoder: ImageEncoder = ENCODERS.get(enc_name)(**enc_cfg)
+    spec = PatchSpec(patch_um=cfg.features.patch_um, batch_size=cfg.features.batch_size)
+    advance = task(f"features ({enc_name})", sum(s.n_spots for s in slides))
+    for s in slides:
+        key = cache_key(image=s.image.digest(), spatial=np.asarray(s.adata.obsm["spatial"], np.float64),
+                        mpp=s.microns_per_pixel, patch_um=spec.patch_um, encoder=enc_name,
+                        encoder_digest=encoder.digest(), encoder_config=enc_cfg,
+                        code=stbench.features.FEATURES_CODE_VERSION)
+
+        def compute(s: Slide = s) -> np.ndarray:
+            return encode_slide(s, encoder, spec)
+
+        features[s.name]["image"] = cache.get_or_compute("image", key, compute)
+        advance(s.n_spots)
+    return features
+
+
+def _view(slide: Slide, feats: dict[str, np.ndarray], expr: np.ndarray | None) -> SlideView:
+    return SlideView(slide.name, slide.patient, feats,
+                     np.asarray(slide.adata.obsm["spatial"], np.float64),
+                     np.asarray(slide.adata.obsm["grid"]), expr, slide.microns_per_pixel)
+
+
+def make_bundles(plan: FoldPlan, by_name: dict[str, Slide], exprs: dict[str, Expression],
+                 features: dict, trained_on: str) -> tuple[Bundle, Bundle | None, Bundle, list[str]]:
+    """Training, validation and test bundles for one fold.
+
+    Zero-shot methods (``trained_on == "seen"``) get the seen-minus-validation genes on
+    training slides and the validation genes on validation slides; the unseen genes'
+    expression never enters a bundle. Test bundles carry no expression at all.
+    """
+    if trained_on == "seen":
+        fit_genes, val_genes = list(plan.genes.fit), list(plan.genes.val)
+    else:
+        fit_genes, val_genes = list(plan.panel), list(plan.panel)
+    def views(names, genes):
+        return [_view(by_name[n], features[n], exprs[n].select(genes)[0]) for n in names]
+    train = Bundle(views(plan.slides.train, fit_genes), fit_genes)
+    val = Bundle(views(plan.slides.val, val_genes), val_genes) if plan.slides.val else None
+    test = Bundle([_view(by_name[n], features[n], None) for n in plan.slides.test], [])
+    return train, val, test, val_genes
+
+
+def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = None) -> dict:
+    """Run ``cfg.method`` on ``cfg.dataset`` over every fold; return the result dict.
+
+    The result JSON is written (atomically) only after every fold succeeded; a failure
+    marks the MLflow runs FAILED and writes no result.
+    """
+    started = time.perf_counter()
+    seed_everything(cfg.seed)
+    method_cls: type[Method] = METHODS.get(cfg.method.name)
+    dataset_cls: type[Dataset] = DATASETS.get(cfg.dataset.name)
+    meta = method_cls.meta
+    if meta.kind == "zero_shot" and cfg.genes.split == "none":
+        raise ConfigError(f"{meta.name} is a zero-shot method and genes.split=none leaves no unseen gene",
+                          fix="use genes.split=random|top_mean|kfold|file")
+    dataset = dataset_cls(OmegaConf.to_object(cfg.dataset))
+    slides = load_slides(dataset, cfg.preprocess.min_spot_counts)
+    by_name = {s.name: s for s in slides}
+    exprs = {s.name: normalise(s, cfg.preprocess.target_sum, cfg.preprocess.log1p) for s in slides}
+    plans = plan_folds(cfg, slides, exprs, dataset.literature_panel(), meta.trained_on)
+
+    gene_text_by_panel: dict[tuple[str, ...], GeneText] = {}
+    if "gene_text" in meta.needs:
+        for plan in plans:
+            key = tuple(plan.panel)
+            if key not in gene_text_by_panel:
+                desc = descriptions_for(list(plan.panel), cfg.genes.descriptions)
+                gene_text_by_panel[key] = build_gene_text(desc, cfg.genes.text_encoder)
+
+    tracker = _tracker(cfg)
+    resolved = to_container(cfg)
+    parent = tracker.start(f"{meta.name}-{cfg.dataset.name}-{cfg.split.name}",
+                           {"stbench.method": meta.name, "stbench.kind": meta.kind,
+                            "stbench.dataset": cfg.dataset.name, "stbench.split": cfg.split.name,
+                            "stbench.seed": str(cfg.seed)})
+    ok = False
+    try:
+        tracker.log_params(parent, flatten(resolved))
+        tracker.log_text(parent, to_yaml(cfg), "config.yaml")
+        cache = ArrayCache(cfg.cache.dir, enabled=cfg.cache.enabled)
+        fold_results = []
+        with progress_bars(progress) as task:
+            features = compute_features(cfg, slides, meta.needs, cache, task)
+            advance_folds = task(f"folds ({meta.name})", len(plans))
+            for plan in plans:
+                fold_results.append(_run_fold(cfg, plan, method_cls, by_name, exprs, features,
+                                              gene_text_by_panel.get(tuple(plan.panel)),
+                                              tracker, parent, task))
+                advance_folds()
+        result = _assemble(cfg, meta, dataset, plans, fold_results, resolved,
+                           time.perf_counter() - started, cache)
+        validate_result(result)
+        text = dumps(result)
+        tracker.log_metrics(parent, result["metrics"])
+        tracker.log_text(parent, text, "result.json")
+        if json_path:
+            write_atomic(json_path, text)
+        ok = True
+        result["mlflow"] = {"tracking_uri": tracker.uri, "run_id": parent or None}
+        return result
+    finally:
+        tracker.finish(parent, ok)
+
+
+def _tracker(cfg: DictConfig):
+    if not cfg.tracking.enabled:
+        return NullTracker()
+    experiment = cfg.tracking.experiment or f"stbench-{cfg.dataset.name}"
+    return Tracker(cfg.tracking.uri, cfg.tracking.dir, experiment)
+
+
+def _run_fold(cfg, plan: FoldPlan, method_cls, by_name, exprs, features, gene_text, tracker,
+              parent, task) -> dict:
+    fold_started = time.perf_counter()
+    meta = method_cls.meta
+    child = tracker.start(f"fold-{plan.index}", {"stbench.fold": str(plan.index)}, parent=parent)
+    ok = False
+    try:
+        seed_everything(cfg.seed + plan.index)
+        train, val, test, val_genes = make_bundles(plan, by_name, exprs, features, meta.trained_on)
+        method = method_cls(OmegaConf.to_object(cfg.method))
+        ctx = FitContext(seed=cfg.seed, gene_text=gene_text, val_genes=val_genes,
+                         device=cfg.device,
+                         log_metric=lambda name, value, step: tracker.log_metric(child, name, value, step),
+                         progress=task)
+        method.fit(train, val, ctx)
+        evaluated = plan.evaluated
+        y_pred = np.asarray(method.predict(test, evaluated), dtype=np.float64)
+        expected = (test.n_spots, len(evaluated))
+        if y_pred.shape != expected:
+            raise RuntimeError(f"method {meta.name} returned predictions of shape {y_pred.shape}, "
+                               f"expected {expected}")
+        if not np.isfinite(y_pred).all():
+            raise RuntimeError(f"method {meta.name} returned non-finite predictions")
+        y_true = np.concatenate([exprs[n].select(evaluated)[0] for n in plan.slides.test], axis=0)
+        cols = [plan.panel.index(gn) for gn in evaluated]
+        ev = evaluate(y_true, y_pred, test.slide_index(), evaluated,
+                      gene_mean_train=plan.train_mean[cols], gene_var_train=plan.train_var[cols])
+        runtime = time.perf_counter() - fold_started
+        tracker.log_params(child, {"fold.train": ",".join(plan.slides.train),
+                                   "fold.val": ",".join(plan.slides.val),
+                                   "fold.test": ",".join(plan.slides.test),
+                                   "fold.n_unseen": str(len(plan.genes.unseen))})
+        tracker.log_metrics(child, {**ev.metrics, "runtime_s": runtime})
+        tracker.log_text(child, ev.per_gene.to_csv(index=False), "per_gene.csv")
+        ok = True
+        return {"fold": plan.index, "slide_fold": plan.slides.index, "gene_split": plan.genes.index,
+                "metrics": ev.metrics, "counts": ev.counts, "runtime_s": runtime,
+                "per_gene": ev.per_gene}
+    finally:
+        tracker.finish(child, ok)
+
+
+def _assemble(cfg, meta, dataset, plans: list[FoldPlan], fold_results, resolved, runtime, cache) -> dict:
+    names = list(fold_results[0]["metrics"])
+    metrics = {m: float(np.mean([f["metrics"][m] for f in fold_results])) for m in names}
+    seen_all = set.intersection(*[set(p.genes.seen) for p in plans])
+    unseen_any = set().union(*[set(p.genes.unseen) for p in plans])
+    first_panel = plans[0].panel
+    order = {g: i for i, g in enumerate(first_panel)}
+    def ordered(genes):
+        return sorted(genes, key=lambda g: (order.get(g, len(order)), g))
+    try:
+        import torch
+        torch_version = torch.__version__
+    except ImportError:  # pragma: no cover
+        torch_version = None
+    return {
+        "schema": SCHEMA_VERSION,
+        "stbench_version": stbench.__version__,
+        "git_sha": git_sha(),
+        "method": meta.name,
+        "method_kind": meta.kind,
+        "method_version": meta.version,
+        "trained_on": "seen genes" if meta.trained_on == "seen" else "all panel genes",
+        "dataset": dataset.card.name,
+        "dataset_version": dataset.card.version,
+        "split": {"name": cfg.split.name,
+                  "folds": [{**p.slides.as_dict(), "fold": p.index, "slide_fold": p.slides.index,
+                             "gene_split": p.genes.index, "genes": {
+                                 "panel": len(p.panel), "seen": list(p.genes.seen),
+                                 "unseen": list(p.genes.unseen), "val": list(p.genes.val)},
+                             "absent_panel_genes": p.absent_genes} for p in plans]},
+        "genes": {"panel": plans[0].panel_kind, "gene_split": cfg.genes.split,
+                  "n_panel": len(first_panel), "seen": ordered(seen_all),
+                  "unseen": ordered(unseen_any),
+                  "evaluated_on": "unseen genes" if unseen_any else "all panel genes"},
+        "seed": int(cfg.seed),
+        "config": resolved,
+        "preprocess": {"normalize_total": cfg.preprocess.target_sum, "log1p": cfg.preprocess.log1p,
+                       "min_spot_counts": cfg.preprocess.min_spot_counts},
+        "folds": [{"fold": f["fold"], "metrics": f["metrics"], "counts": f["counts"],
+                   "runtime_s": f["runtime_s"]} for f in fold_results],
+        "metrics": metrics,
+        "metric_levels": {m: METRIC_LEVELS.get(m, "") for m in names},
+        "runtime_s": runtime,
+        "environment": {"python": platform.python_version(), "torch": torch_version,
+                        "machine": platform.machine()},
+        "feature_cache": {"hits": cache.hits, "misses": cache.misses},
+    }

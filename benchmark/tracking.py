@@ -1,0 +1,118 @@
+"""MLflow tracking: one parent run per (method, dataset, split), one child run per fold.
+
+The default store is embedded: SQLite at ``<tracking.dir>/mlflow.db`` with artifacts in
+``<tracking.dir>/artifacts`` (MLflow 3.17+ refuses the old ``./mlruns`` file store).
+``tracking.uri=http://host:port`` (or any MLflow URI) points at a shared server instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from stbench.errors import ConfigError
+
+_PARAM_LIMIT = 6000
+
+
+def store_uri(directory: str | Path) -> str:
+    """The SQLite tracking URI of the embedded store in ``directory``."""
+    return f"sqlite:///{Path(directory).resolve() / 'mlflow.db'}"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """Nested dict -> ``{"a.b": "value"}`` with values as strings."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+class Tracker:
+    """Writes runs to MLflow through its client (explicit run ids, explicit statuses)."""
+
+    def __init__(self, uri: str | None, directory: str, experiment: str) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import logging
+
+        for noisy in ("mlflow", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        from mlflow.tracking import MlflowClient
+
+        self.local_dir = Path(directory).resolve()
+        if uri:
+            self.uri = uri
+        else:
+            try:
+                self.local_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the tracking folder ({exc.strerror})",
+                                  where=str(self.local_dir), fix="set tracking.dir=PATH") from exc
+            self.uri = store_uri(self.local_dir)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            location = None if uri else (self.local_dir / "artifacts").as_uri()
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+
+    def start(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
+        """Start a run (nested under ``parent`` when given) and return its id."""
+        tags = dict(tags)
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k[:250], str(v)[:_PARAM_LIMIT]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i : i + 500])
+
+    def log_metric(self, run_id: str, name: str, value: float, step: int) -> None:
+        self.client.log_metric(run_id, name, float(value), step=step)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            path.write_text(text, encoding="utf-8")
+            parent = str(Path(artifact_file).parent)
+            self.client.log_artifact(run_id, str(path), None if parent == "." else parent)
+
+    def log_file(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def finish(self, run_id: str, ok: bool) -> None:
+        self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+class NullTracker:
+    """Used with ``tracking.enabled=false``: records nothing."""
+
+    uri = None
+
+    def start(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
+        return ""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None

@@ -1,0 +1,1 @@
+"""Dataset plugins, data cards, gene panels and the shipped gene-description table."""

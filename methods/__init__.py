@@ -1,0 +1,1 @@
+"""Method plugins shipped with stbench (registered lazily in ``stbench.plugins``)."""

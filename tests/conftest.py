@@ -1,0 +1,33 @@
+"""Shared test fixtures: offline hub, isolated cache, the real shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``$STBENCH_SHARED`` or ``../shared``: real data, always present in CI (never skipped)."""
+    path = Path(os.environ.get("STBENCH_SHARED", PROJECT_ROOT.parent / "shared"))
+    assert path.is_dir(), f"shared data folder not found at {path}; set STBENCH_SHARED"
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("STBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run in a temporary working directory (the MLflow store lands there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
