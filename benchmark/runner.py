@@ -289,7 +289,7 @@ def _run_fold(cfg, plan: FoldPlan, method_cls, by_name, exprs, features, gene_te
         ok = True
         return {"fold": plan.index, "slide_fold": plan.slides.index, "gene_split": plan.genes.index,
                 "metrics": ev.metrics, "counts": ev.counts, "runtime_s": runtime,
-                "per_gene": ev.per_gene}
+                "per_gene": ev.per_gene, "per_slide": ev.per_slide}
     finally:
         tracker.finish(child, ok)
 
@@ -333,7 +333,13 @@ def _assemble(cfg, meta, dataset, plans: list[FoldPlan], fold_results, resolved,
         "preprocess": {"normalize_total": cfg.preprocess.target_sum, "log1p": cfg.preprocess.log1p,
                        "min_spot_counts": cfg.preprocess.min_spot_counts},
         "folds": [{"fold": f["fold"], "metrics": f["metrics"], "counts": f["counts"],
-                   "runtime_s": f["runtime_s"]} for f in fold_results],
+                   "runtime_s": f["runtime_s"],
+                   "per_gene": {"gene": list(f["per_gene"]["gene"]),
+                                "pcc": [float(v) for v in f["per_gene"]["pcc"]],
+                                "pcc_pooled": [float(v) for v in f["per_gene"]["pcc_pooled"]]},
+                   "per_slide": {"slide": [str(v) for v in f["per_slide"]["slide"]],
+                                 "pcc": [float(v) for v in f["per_slide"]["pcc"]]}}
+                  for f in fold_results],
         "metrics": metrics,
         "metric_levels": {m: METRIC_LEVELS.get(m, "") for m in names},
         "runtime_s": runtime,
