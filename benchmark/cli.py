@@ -148,10 +148,31 @@ def ui(
 def _mount_subcommands() -> None:
     from stbench.cli_genes import app as genes_app
 
+    from stbench.cli_board import compare, leaderboard
+    from stbench.cli_data import app as data_app
+
+    app.command("leaderboard")(leaderboard)
+    app.command("compare")(compare)
+
     app.add_typer(genes_app, name="genes", help="Gene descriptions: show, coverage.")
+    app.add_typer(data_app, name="data", help="Datasets: download, info.")
 
 
 _mount_subcommands()
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM raises SystemExit so that runs in progress are marked FAILED, not left RUNNING."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    _exit_cleanly_on_sigterm()
     command = typer.main.get_command(app)
     try:
         command.main(args=args, prog_name="stbench", standalone_mode=False)

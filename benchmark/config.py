@@ -69,9 +69,16 @@ class FeaturesConfig:
 
 @dataclass
 class TuningConfig:
-    """Optuna tuning (0 trials: the method's defaults)."""
+    """Optuna tuning, nested in each outer fold (0 trials: the method's defaults).
+
+    ``storage``: an Optuna storage URL; default SQLite ``<tracking.dir>/optuna.db``.
+    ``sampler``: tpe (seeded) | random | grid. ``pruner``: median | halving | none.
+    """
 
     n_trials: int = 0
+    storage: Optional[str] = None
+    sampler: str = "tpe"
+    pruner: str = "median"
 
 
 @dataclass
@@ -108,6 +115,7 @@ class RootConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     seed: int = 0
     device: str = "cpu"
+    resume: bool = True
 
 
 def _named_node(name: str, config_cls: type) -> type:

@@ -15,6 +15,8 @@ def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image file, read from its header only."""
     from PIL import Image, UnidentifiedImageError
 
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # only the header is read here; read_rgb enforces the limit
     try:
         with Image.open(path) as im:
             return int(im.size[0]), int(im.size[1])
@@ -24,6 +26,8 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DataError(
             f"cannot read image ({exc})", where=str(path), fix="re-download the image file"
         ) from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -52,7 +56,7 @@ def read_rgb(path: Path) -> np.ndarray:
                 grey = (arr16 * scale).astype(np.uint8)
                 return np.repeat(grey[:, :, None], 3, axis=2)
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(
             f"cannot decode image ({exc})", where=str(path), fix="re-download the image file"
         ) from exc

@@ -162,6 +162,8 @@ class FitContext:
         progress: Callback factory for progress bars: ``progress(description, total)``
             returns an ``advance(n=1)`` callable.
         workdir: A folder for artifacts (plots) the method wants recorded.
+        report: ``report(value, step)`` of an intermediate validation score (e.g. PCC per
+            epoch); under tuning it may raise ``optuna.TrialPruned`` to stop a bad trial.
     """
 
     seed: int = 0
@@ -171,6 +173,7 @@ class FitContext:
     log_metric: Callable[[str, float, int], None] = lambda name, value, step: None
     progress: Callable[[str, int], Callable[..., None]] = lambda desc, total: (lambda n=1: None)
     workdir: str | None = None
+    report: Callable[[float, int], None] = lambda value, step: None
 
 
 @dataclass

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import stbench
 from stbench.cache import ArrayCache, cache_key
+from stbench.checkpoints import RunCheckpoint, run_identity
 from stbench.config import to_container, to_yaml
 from stbench.data import Dataset, Slide
 from stbench.errors import ConfigError, DataError
@@ -33,6 +34,7 @@ from stbench.result import SCHEMA_VERSION, dumps, git_sha, validate_result, writ
 from stbench.splits import GeneSplit, SlideFold, gene_splits, read_gene_list, slide_folds
 from stbench.text import build_gene_text
 from stbench.tracking import NullTracker, Tracker, flatten
+from stbench.tuning import apply_params, default_storage, study_name, tune
 
 MIN_SPOTS_PER_SLIDE = 10
 
@@ -196,6 +198,15 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
     if meta.kind == "zero_shot" and cfg.genes.split == "none":
         raise ConfigError(f"{meta.name} is a zero-shot method and genes.split=none leaves no unseen gene",
                           fix="use genes.split=random|top_mean|kfold|file")
+    identity = run_identity(cfg, meta.version, dataset_cls.card.version)
+    checkpoint = RunCheckpoint(cfg.tracking.dir, identity)
+    if cfg.resume:
+        done = checkpoint.load_result()
+        if done is not None:
+            if json_path:
+                write_atomic(json_path, dumps(done))
+            done["skipped"] = "already complete with the same identity (resume=false reruns it)"
+            return done
     dataset = dataset_cls(OmegaConf.to_object(cfg.dataset))
     slides = load_slides(dataset, cfg.preprocess.min_spot_counts)
     by_name = {s.name: s for s in slides}
@@ -212,10 +223,11 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
 
     tracker = _tracker(cfg)
     resolved = to_container(cfg)
+    tracker.fail_stale(identity)
     parent = tracker.start(f"{meta.name}-{cfg.dataset.name}-{cfg.split.name}",
                            {"stbench.method": meta.name, "stbench.kind": meta.kind,
                             "stbench.dataset": cfg.dataset.name, "stbench.split": cfg.split.name,
-                            "stbench.seed": str(cfg.seed)})
+                            "stbench.seed": str(cfg.seed), "stbench.identity": identity})
     ok = False
     try:
         tracker.log_params(parent, flatten(resolved))
@@ -226,23 +238,40 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
             features = compute_features(cfg, slides, meta.needs, cache, task)
             advance_folds = task(f"folds ({meta.name})", len(plans))
             for plan in plans:
-                fold_results.append(_run_fold(cfg, plan, method_cls, by_name, exprs, features,
-                                              gene_text_by_panel.get(tuple(plan.panel)),
-                                              tracker, parent, task))
+                fold = checkpoint.load_fold(plan.index) if cfg.resume else None
+                if fold is None:
+                    fold = _run_fold(cfg, plan, method_cls, by_name, exprs, features,
+                                     gene_text_by_panel.get(tuple(plan.panel)), tracker, parent,
+                                     task)
+                    checkpoint.save_fold(plan.index, fold)
+                else:
+                    fold["resumed"] = True
+                    _record_resumed_fold(tracker, parent, fold)
+                fold_results.append(fold)
                 advance_folds()
         result = _assemble(cfg, meta, dataset, plans, fold_results, resolved,
                            time.perf_counter() - started, cache)
+        result["identity"] = identity
         validate_result(result)
         text = dumps(result)
         tracker.log_metrics(parent, result["metrics"])
         tracker.log_text(parent, text, "result.json")
         if json_path:
             write_atomic(json_path, text)
+        checkpoint.save_result(result)
         ok = True
         result["mlflow"] = {"tracking_uri": tracker.uri, "run_id": parent or None}
         return result
     finally:
         tracker.finish(parent, ok)
+
+
+def _record_resumed_fold(tracker, parent: str, fold: dict) -> None:
+    """A child run holding the metrics of a fold finished by an earlier, interrupted attempt."""
+    child = tracker.start(f"fold-{fold['fold']}", {"stbench.fold": str(fold["fold"]),
+                                                   "stbench.resumed": "true"}, parent=parent)
+    tracker.log_metrics(child, {**fold["metrics"], "runtime_s": fold["runtime_s"]})
+    tracker.finish(child, True)
 
 
 def _tracker(cfg: DictConfig):
@@ -261,12 +290,21 @@ def _run_fold(cfg, plan: FoldPlan, method_cls, by_name, exprs, features, gene_te
     try:
         seed_everything(cfg.seed + plan.index)
         train, val, test, val_genes = make_bundles(plan, by_name, exprs, features, meta.trained_on)
-        method = method_cls(OmegaConf.to_object(cfg.method))
-        ctx = FitContext(seed=cfg.seed, gene_text=gene_text, val_genes=val_genes,
-                         device=cfg.device,
-                         log_metric=lambda name, value, step: tracker.log_metric(child, name, value, step),
-                         progress=task)
-        method.fit(train, val, ctx)
+        method_config = OmegaConf.to_object(cfg.method)
+
+        def make_ctx(report=lambda value, step: None, run_id=child) -> FitContext:
+            return FitContext(seed=cfg.seed, gene_text=gene_text, val_genes=val_genes,
+                              device=cfg.device,
+                              log_metric=lambda name, value, step: tracker.log_metric(run_id, name, value, step),
+                              progress=task, report=report)
+
+        tuning = None
+        if cfg.tuning.n_trials > 0:
+            tuning = _tune_fold(cfg, plan, method_cls, method_config, train, val, make_ctx,
+                                tracker, child)
+            method_config = apply_params(method_config, tuning.best_params)
+        method = method_cls(method_config)
+        method.fit(train, val, make_ctx())
         evaluated = plan.evaluated
         y_pred = np.asarray(method.predict(test, evaluated), dtype=np.float64)
         expected = (test.n_spots, len(evaluated))
@@ -277,21 +315,54 @@ def _run_fold(cfg, plan: FoldPlan, method_cls, by_name, exprs, features, gene_te
             raise RuntimeError(f"method {meta.name} returned non-finite predictions")
         y_true = np.concatenate([exprs[n].select(evaluated)[0] for n in plan.slides.test], axis=0)
         cols = [plan.panel.index(gn) for gn in evaluated]
-        ev = evaluate(y_true, y_pred, test.slide_index(), evaluated,
+        slide_names = np.asarray([s.name for s in test.slides])[test.slide_index()]
+        ev = evaluate(y_true, y_pred, slide_names, evaluated,
                       gene_mean_train=plan.train_mean[cols], gene_var_train=plan.train_var[cols])
         runtime = time.perf_counter() - fold_started
         tracker.log_params(child, {"fold.train": ",".join(plan.slides.train),
                                    "fold.val": ",".join(plan.slides.val),
                                    "fold.test": ",".join(plan.slides.test),
                                    "fold.n_unseen": str(len(plan.genes.unseen))})
+        if tuning is not None:
+            tracker.log_params(child, {f"best.{k}": str(v) for k, v in tuning.best_params.items()})
         tracker.log_metrics(child, {**ev.metrics, "runtime_s": runtime})
         tracker.log_text(child, ev.per_gene.to_csv(index=False), "per_gene.csv")
         ok = True
         return {"fold": plan.index, "slide_fold": plan.slides.index, "gene_split": plan.genes.index,
                 "metrics": ev.metrics, "counts": ev.counts, "runtime_s": runtime,
-                "per_gene": ev.per_gene, "per_slide": ev.per_slide}
+                "tuning": tuning.as_dict() if tuning is not None else None,
+                "per_gene": {"gene": list(ev.per_gene["gene"]),
+                             "pcc": [float(v) for v in ev.per_gene["pcc"]],
+                             "pcc_pooled": [float(v) for v in ev.per_gene["pcc_pooled"]]},
+                "per_slide": {"slide": [str(v) for v in ev.per_slide["slide"]],
+                              "pcc": [float(v) for v in ev.per_slide["pcc"]]}}
     finally:
         tracker.finish(child, ok)
+
+
+def _tune_fold(cfg, plan, method_cls, method_config, train, val, make_ctx, tracker, fold_run):
+    """Nested Optuna search on the fold's validation side; each trial a nested MLflow run."""
+    if val is None:
+        raise ConfigError(f"tuning needs validation slides, and fold {plan.index} has none",
+                          fix="use split.n_val_slides=1 (or more) or tuning.n_trials=0")
+    storage = cfg.tuning.storage or default_storage(cfg.tracking.dir)
+    name = study_name(method_cls.meta.name, cfg.dataset.name, cfg.split.name, plan.index,
+                      {"config": {k: v for k, v in to_container(cfg).items()
+                                  if k not in ("tuning", "tracking", "cache")},
+                       "train": plan.slides.train,
+                       "val": plan.slides.val, "genes": plan.genes.fit})
+
+    def on_trial(number: int, params: dict, score: float | None, state: str) -> None:
+        run_id = tracker.start(f"trial-{number}", {"stbench.trial": str(number)}, parent=fold_run)
+        tracker.log_params(run_id, {k: str(v) for k, v in params.items()})
+        if score is not None:
+            tracker.log_metrics(run_id, {"val_pcc_mean": score})
+        tracker.finish(run_id, state == "COMPLETE" or state == "PRUNED")
+
+    return tune(method_cls=method_cls, base_config=method_config, train=train, val=val,
+                make_ctx=lambda report: make_ctx(report), n_trials=cfg.tuning.n_trials,
+                storage=storage, name=name, seed=cfg.seed + plan.index,
+                sampler=cfg.tuning.sampler, pruner=cfg.tuning.pruner, on_trial=on_trial)
 
 
 def _assemble(cfg, meta, dataset, plans: list[FoldPlan], fold_results, resolved, runtime, cache) -> dict:
@@ -332,14 +403,11 @@ def _assemble(cfg, meta, dataset, plans: list[FoldPlan], fold_results, resolved,
         "config": resolved,
         "preprocess": {"normalize_total": cfg.preprocess.target_sum, "log1p": cfg.preprocess.log1p,
                        "min_spot_counts": cfg.preprocess.min_spot_counts},
-        "folds": [{"fold": f["fold"], "metrics": f["metrics"], "counts": f["counts"],
-                   "runtime_s": f["runtime_s"],
-                   "per_gene": {"gene": list(f["per_gene"]["gene"]),
-                                "pcc": [float(v) for v in f["per_gene"]["pcc"]],
-                                "pcc_pooled": [float(v) for v in f["per_gene"]["pcc_pooled"]]},
-                   "per_slide": {"slide": [str(v) for v in f["per_slide"]["slide"]],
-                                 "pcc": [float(v) for v in f["per_slide"]["pcc"]]}}
-                  for f in fold_results],
+        "folds": [{**{k: f[k] for k in ("fold", "metrics", "counts", "runtime_s", "tuning",
+                                        "per_gene", "per_slide")},
+                   "resumed": bool(f.get("resumed", False))} for f in fold_results],
+        "best_params": [f["tuning"]["best_params"] if f.get("tuning") else None
+                        for f in fold_results],
         "metrics": metrics,
         "metric_levels": {m: METRIC_LEVELS.get(m, "") for m in names},
         "runtime_s": runtime,

@@ -102,6 +102,21 @@ class Tracker:
     def log_file(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
+    def fail_stale(self, identity: str) -> int:
+        """Mark RUNNING runs of an earlier, killed attempt with this identity as FAILED."""
+        stale = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`stbench.identity` = '{identity}' and attributes.status = 'RUNNING'")
+        for run in stale:
+            children = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}' "
+                              "and attributes.status = 'RUNNING'")
+            for child in children:
+                self.client.set_terminated(child.info.run_id, "FAILED")
+            self.client.set_terminated(run.info.run_id, "FAILED")
+        return len(stale)
+
     def finish(self, run_id: str, ok: bool) -> None:
         self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
 

@@ -75,7 +75,7 @@ def test_zero_shot_with_no_unseen_genes_is_a_config_error(tmp_path):
 
 def test_same_seed_same_metrics(tmp_path):
     a = run(_cfg(tmp_path, "method=bilinear", "tracking.enabled=false"), progress=False)
-    b = run(_cfg(tmp_path, "method=bilinear", "tracking.enabled=false"), progress=False)
+    b = run(_cfg(tmp_path, "method=bilinear", "tracking.enabled=false", "resume=false"), progress=False)
     assert a["metrics"] == b["metrics"]
     assert b["feature_cache"]["hits"] == 3 and b["feature_cache"]["misses"] == 0
 

@@ -1,0 +1,76 @@
+import json
+import multiprocessing as mp
+
+import optuna
+import pytest
+
+from stbench.config import compose
+from stbench.plugins import DATASETS
+from stbench.runner import run
+from stbench.testing import tiny_dataset_class
+
+if "tiny" not in DATASETS:
+    DATASETS.register("tiny", tiny_dataset_class())
+
+
+def _cfg(tmp_path, *extra):
+    return compose(["dataset=tiny", f"tracking.dir={tmp_path}/runs", f"cache.dir={tmp_path}/cache",
+                    *extra])
+
+
+def test_tuning_records_best_params_and_nested_trials(tmp_path):
+    result = run(_cfg(tmp_path, "method=ridge", "genes.split=none", "tuning.n_trials=3"),
+                 progress=False)
+    assert len(result["best_params"]) == 3
+    for fold in result["folds"]:
+        assert fold["tuning"]["n_complete"] == 3
+        assert set(fold["tuning"]["best_params"]) == {"alpha", "n_components"}
+    from mlflow.tracking import MlflowClient
+
+    from stbench.tracking import store_uri
+
+    client = MlflowClient(store_uri(tmp_path / "runs"))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    trials = [r for r in runs if "stbench.trial" in r.data.tags]
+    assert len(trials) == 9
+    fold_ids = {r.info.run_id for r in runs if "stbench.fold" in r.data.tags}
+    assert all(r.data.tags["mlflow.parentRunId"] in fold_ids for r in trials)
+
+
+def test_tuning_resumes_a_study(tmp_path):
+    cfg = _cfg(tmp_path, "method=ridge", "genes.split=none", "split=holdout", "split.test=[T3]",
+               "tuning.n_trials=2", "tracking.enabled=false")
+    run(cfg, progress=False)
+    cfg4 = _cfg(tmp_path, "method=ridge", "genes.split=none", "split=holdout", "split.test=[T3]",
+                "tuning.n_trials=4", "tracking.enabled=false")
+    result = run(cfg4, progress=False)
+    # same study name (n_trials is not part of its identity): 2 old + 2 new trials
+    assert result["folds"][0]["tuning"]["n_complete"] == 4
+    storage = f"sqlite:///{tmp_path}/runs/optuna.db"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    assert summary.n_trials == 4
+
+
+def _worker(args):
+    tmp_path, n = args
+    cfg = _cfg(tmp_path, "method=ridge", "genes.split=none", "split=holdout", "split.test=[T3]",
+               f"tuning.n_trials={n}", "tracking.enabled=false")
+    return run(cfg, progress=False)["folds"][0]["tuning"]["n_complete"]
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_without_duplicates(tmp_path):
+    # warm the feature cache so both workers start tuning at once
+    _worker((tmp_path, 1))
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        counts = pool.map(_worker, [(tmp_path, 8), (tmp_path, 8)])
+    storage = f"sqlite:///{tmp_path}/runs/optuna.db"
+    study_names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    assert len(study_names) == 1, "both workers must share one study"
+    study = optuna.load_study(study_name=study_names[0], storage=storage)
+    real = [t for t in study.trials if not t.user_attrs.get("surplus")]
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in real) == 8
+    numbers = [t.number for t in real]
+    assert len(numbers) == len(set(numbers))
+    assert max(counts) == 8
