@@ -53,6 +53,32 @@ def run(
     _print_summary(result, json_path)
 
 
+@app.command()
+def sweep(
+    methods: str = typer.Option(..., "--methods", help="Comma-separated method names."),
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Hydra overrides for every job."),
+    launcher: str = typer.Option("joblib", help="basic | joblib | submitit_slurm | submitit_local"),
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Parallel local jobs (joblib)."),
+    show_config: bool = typer.Option(False, "--show-config",
+                                     help="Print the launcher config instead of running."),
+) -> None:
+    """Run METHODS x SEEDS on DATASET (Hydra multirun); complete runs are skipped."""
+    from stbench.sweep import run_sweep, sweep_command
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        raise UserError(f"bad --seeds {seeds!r}", fix="write integers, e.g. --seeds 0,1,2") from exc
+    args = sweep_command([m.strip() for m in methods.split(",") if m.strip()], dataset, seed_list,
+                         list(overrides or []), launcher=launcher, jobs=jobs,
+                         show_config=show_config)
+    code = run_sweep(args)
+    if code:
+        raise UserError(f"the sweep failed (exit code {code})", fix="see the job errors above")
+
+
 def _print_summary(result: dict, json_path: Optional[Path]) -> None:
     table = Table(title=f"{result['method']} ({result['method_kind']}) on {result['dataset']}, "
                         f"split {result['split']['name']}, {len(result['folds'])} folds, "

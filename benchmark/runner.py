@@ -259,6 +259,8 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
         if json_path:
             write_atomic(json_path, text)
         checkpoint.save_result(result)
+        write_atomic(Path(cfg.tracking.dir) / "results" / cfg.dataset.name /
+                     f"{meta.name}_s{cfg.seed}_{identity[:10]}.json", text)
         ok = True
         result["mlflow"] = {"tracking_uri": tracker.uri, "run_id": parent or None}
         return result

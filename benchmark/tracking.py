@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,22 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+@contextmanager
+def _store_lock(directory: Path | None) -> Iterator[None]:
+    """An exclusive file lock on the local store while it is initialised."""
+    if directory is None:
+        yield
+        return
+    import fcntl
+
+    with open(directory / ".init.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class Tracker:
     """Writes runs to MLflow through its client (explicit run ids, explicit statuses)."""
 
@@ -42,9 +60,10 @@ class Tracker:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import logging
 
+        from mlflow.tracking import MlflowClient
+
         for noisy in ("mlflow", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        from mlflow.tracking import MlflowClient
 
         self.local_dir = Path(directory).resolve()
         if uri:
@@ -56,13 +75,17 @@ class Tracker:
                 raise ConfigError(f"cannot create the tracking folder ({exc.strerror})",
                                   where=str(self.local_dir), fix="set tracking.dir=PATH") from exc
             self.uri = store_uri(self.local_dir)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            location = None if uri else (self.local_dir / "artifacts").as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        with _store_lock(None if uri else self.local_dir):
+            # one process at a time creates the SQLite schema and the experiment
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client.search_experiments(max_results=1)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is not None:
+                self.experiment_id = found.experiment_id
+            else:
+                location = None if uri else (self.local_dir / "artifacts").as_uri()
+                self.experiment_id = self.client.create_experiment(experiment,
+                                                                   artifact_location=location)
 
     def start(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
         """Start a run (nested under ``parent`` when given) and return its id."""

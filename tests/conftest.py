@@ -31,3 +31,12 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run in a temporary working directory (the MLflow store lands there)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on 127.0.0.1 for the whole session (see tests/services.py)."""
+    from services import postgres_server
+
+    with postgres_server() as url:
+        yield url

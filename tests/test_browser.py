@@ -15,29 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from services import dump_dom
+
 from stbench.leaderboard import fmt_stat, make_leaderboard
 
 RESULTS = Path(__file__).parent / "data" / "results"
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-def dump_dom(url: str) -> str:
-    """The DOM after load (scripts run) as Chromium serialises it."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: install Chromium (Debian: `apt-get install -y "
-                    "chromium`; .ci/run does this) to run the browser test")
-    profile = tempfile.mkdtemp(prefix="stbench-chromium-")
-    try:
-        proc = subprocess.run(
-            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--dump-dom", url],
-            capture_output=True, text=True, timeout=120, check=False)
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
-    assert "<table" in proc.stdout, f"no table in the dumped DOM; stderr: {proc.stderr[-2000:]}"
-    return proc.stdout
 
 
 class Board(HTMLParser):

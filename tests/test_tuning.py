@@ -74,3 +74,32 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path):
     numbers = [t.number for t in real]
     assert len(numbers) == len(set(numbers))
     assert max(counts) == 8
+
+
+@pytest.mark.slow
+def test_postgres_storage_is_shared_by_two_workers(tmp_path, postgres_url):
+    """The same study in a real PostgreSQL database, driven by two processes at once."""
+    import sqlalchemy
+
+    db = f"stbench_{abs(hash(str(tmp_path))) % 10**8}"
+    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE DATABASE {db}"))
+    url = postgres_url.rsplit("/", 1)[0] + "/" + db
+    _worker_pg((tmp_path, 1, url))
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        pool.map(_worker_pg, [(tmp_path, 6, url), (tmp_path, 6, url)])
+    (summary,) = optuna.get_all_study_summaries(url)
+    study = optuna.load_study(study_name=summary.study_name, storage=url)
+    real = [t for t in study.trials if not t.user_attrs.get("surplus")]
+    assert sum(t.state.name == "COMPLETE" for t in real) == 6
+    engine.dispose()
+
+
+def _worker_pg(args):
+    tmp_path, n, url = args
+    cfg = _cfg(tmp_path, "method=ridge", "genes.split=none", "split=holdout", "split.test=[T3]",
+               f"tuning.n_trials={n}", f"tuning.storage={url}", "tracking.enabled=false",
+               "resume=false")
+    return run(cfg, progress=False)["folds"][0]["tuning"]["n_complete"]
