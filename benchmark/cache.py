@@ -83,3 +83,25 @@ class ArrayCache:
                 where=str(self.dir),
                 fix="free disk space, fix permissions, or set cache.dir=PATH (or cache.enabled=false)",
             ) from exc
+
+    def summary(self) -> list[tuple[str, int, int]]:
+        """(kind, entries, bytes) for every kind in the cache."""
+        rows = []
+        if self.dir.is_dir():
+            for kind in sorted(p for p in self.dir.iterdir() if p.is_dir()):
+                files = list(kind.rglob("*.npy"))
+                rows.append((kind.name, len(files), sum(f.stat().st_size for f in files)))
+        return rows
+
+    def clear(self, kind: str | None = None) -> int:
+        """Delete every entry (or those of ``kind``); returns how many were removed."""
+        import shutil
+
+        removed = 0
+        if not self.dir.is_dir():
+            return 0
+        for folder in sorted(p for p in self.dir.iterdir() if p.is_dir()):
+            if kind is None or folder.name == kind:
+                removed += sum(1 for _ in folder.rglob("*.npy"))
+                shutil.rmtree(folder)
+        return removed

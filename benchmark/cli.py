@@ -22,7 +22,7 @@ app = typer.Typer(help="stbench: benchmark spatial-transcriptomics prediction fr
 list_app = typer.Typer(help="List registered plugins.", no_args_is_help=True)
 app.add_typer(list_app, name="list")
 
-out = Console()
+out = Console(soft_wrap=True)
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -51,6 +51,51 @@ def run(
     result = run_benchmark(cfg, json_path=str(json_path) if json_path else None,
                            progress=False if no_progress else None)
     _print_summary(result, json_path)
+
+
+@app.command()
+def features(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Registered dataset name."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Hydra overrides key=value."),
+    kinds: str = typer.Option("image,nuclei,graph,gene_text", "--kinds",
+                              help="Feature kinds to compute."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Compute (or load from the cache) every feature of DATASET's sections."""
+    from stbench.features_cli import precompute
+
+    summary = precompute(dataset, list(overrides or []), frozenset(kinds.split(",")),
+                         progress=False if no_progress else None)
+    for line in summary:
+        out.print(line)
+
+
+cache_app = typer.Typer(help="The content-addressed feature cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info(directory: Optional[Path] = typer.Option(None, "--dir")) -> None:
+    """Entries and size per feature kind."""
+    from stbench.cache import ArrayCache
+
+    cache = ArrayCache(directory)
+    table = Table(title=f"feature cache {cache.dir}")
+    for c in ("kind", "entries", "MB"):
+        table.add_column(c)
+    for kind, n, size in cache.summary():
+        table.add_row(kind, str(n), f"{size / 1e6:.1f}")
+    out.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear(directory: Optional[Path] = typer.Option(None, "--dir"),
+                kind: Optional[str] = typer.Option(None, help="Only this feature kind.")) -> None:
+    """Delete cached features."""
+    from stbench.cache import ArrayCache
+
+    removed = ArrayCache(directory).clear(kind)
+    out.print(f"removed {removed} entries")
 
 
 @app.command()

@@ -47,7 +47,9 @@ class GenesConfig:
     unseen_file: Optional[str] = None
     val_fraction: float = 0.2
     descriptions: Optional[str] = None
-    text_encoder: str = "tfidf"
+    text_encoder: str = "minilm"
+    text_model: Optional[str] = None
+    max_tokens: int = 128
 
 
 @dataclass
@@ -61,10 +63,13 @@ class PreprocessConfig:
 
 @dataclass
 class FeaturesConfig:
-    """Spot patches: physical side in microns, encoder batch size."""
+    """Spot patches (physical side in microns), nuclei and spot-graph settings."""
 
     patch_um: float = 112.0
     batch_size: int = 64
+    max_nuclei: int = 32
+    knn_k: int = 5
+    grid_max_neighbors: int = 5
 
 
 @dataclass

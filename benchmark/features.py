@@ -134,9 +134,13 @@ def encode_slide(
     encoder: ImageEncoder,
     spec: PatchSpec,
     advance: Callable[[int], None] | None = None,
+    image: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Image features for every spot of a slide, (n_spots, encoder.dim) float32."""
-    image = slide.image.read()
+    """Image features for every spot of a slide, (n_spots, encoder.dim) float32.
+
+    ``image`` is the decoded slide when the caller already holds it (decode once).
+    """
+    image = slide.image.read() if image is None else image
     side = patch_size_px(spec.patch_um, slide.microns_per_pixel)
     centres = np.asarray(slide.adata.obsm["spatial"], dtype=np.float64)
     chunks = []

@@ -18,6 +18,11 @@ _BUILTIN_METHODS = {
     "mean_expression": "stbench.methods.mean_expression:MeanExpression",
     "ridge": "stbench.methods.ridge:Ridge",
     "bilinear": "stbench.methods.bilinear:Bilinear",
+    "sgn": "stbench.methods.sgn:SGN",
+    "genequery": "stbench.methods.genequery:GeneQuery",
+    "textknn": "stbench.methods.textknn:TextKNN",
+    "seen_mean": "stbench.methods.seen_mean:SeenMean",
+    "shuffled_text": "stbench.methods.shuffled_text:ShuffledText",
 }
 _BUILTIN_DATASETS = {
     "demo": "stbench.datasets.demo:DemoDataset",
