@@ -28,6 +28,8 @@ def identity_config(cfg: DictConfig) -> dict:
     resolved.pop("tracking", None)
     resolved.pop("cache", None)
     resolved.pop("resume", None)
+    resolved.pop("threads", None)
+    resolved.pop("explain_genes", None)
     if isinstance(resolved.get("tuning"), dict):
         resolved["tuning"] = {k: v for k, v in resolved["tuning"].items() if k != "storage"}
     return resolved

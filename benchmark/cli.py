@@ -201,8 +201,6 @@ def ui(
     port: int = typer.Option(5000, help="Port."),
 ) -> None:
     """Start the MLflow UI on the local store (binds 127.0.0.1 unless told otherwise)."""
-    import subprocess
-
     from stbench.tracking import store_uri
 
     db = directory / "mlflow.db"
@@ -213,7 +211,8 @@ def ui(
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri(directory),
            "--host", host, "--port", str(port), "--workers", "1"]
     out.print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    sys.stdout.flush()
+    os.execve(sys.executable, cmd, env)  # the UI replaces this process: signals reach it
 
 
 def _mount_subcommands() -> None:

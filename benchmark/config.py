@@ -121,6 +121,8 @@ class RootConfig:
     seed: int = 0
     device: str = "cpu"
     resume: bool = True
+    threads: int = 0
+    explain_genes: int = 2
 
 
 def _named_node(name: str, config_cls: type) -> type:

@@ -18,6 +18,7 @@ _BUILTIN_METHODS = {
     "mean_expression": "stbench.methods.mean_expression:MeanExpression",
     "ridge": "stbench.methods.ridge:Ridge",
     "bilinear": "stbench.methods.bilinear:Bilinear",
+    "alignst": "stbench.methods.alignst:AlignST",
     "sgn": "stbench.methods.sgn:SGN",
     "genequery": "stbench.methods.genequery:GeneQuery",
     "textknn": "stbench.methods.textknn:TextKNN",

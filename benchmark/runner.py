@@ -8,6 +8,7 @@ method.predict on test slides (expression hidden) -> evaluator -> result JSON + 
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import random
 import time
@@ -232,6 +233,10 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
     marks the MLflow runs FAILED and writes no result.
     """
     started = time.perf_counter()
+    if cfg.threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     method_cls: type[Method] = METHODS.get(cfg.method.name)
     dataset_cls: type[Dataset] = DATASETS.get(cfg.dataset.name)
@@ -373,6 +378,9 @@ def _run_fold(cfg, plan: FoldPlan, method_cls, by_name, exprs, features, gene_te
             tracker.log_params(child, {f"best.{k}": str(v) for k, v in tuning.best_params.items()})
         tracker.log_metrics(child, {**ev.metrics, "runtime_s": runtime})
         tracker.log_text(child, ev.per_gene.to_csv(index=False), "per_gene.csv")
+        if cfg.explain_genes > 0 and hasattr(method, "explain") and tracker.uri:
+            _explain(method, plan, test, exprs, by_name, ev.per_gene, cfg.explain_genes,
+                     tracker, child)
         ok = True
         return {"fold": plan.index, "slide_fold": plan.slides.index, "gene_split": plan.genes.index,
                 "metrics": ev.metrics, "counts": ev.counts, "runtime_s": runtime,
@@ -384,6 +392,33 @@ def _run_fold(cfg, plan: FoldPlan, method_cls, by_name, exprs, features, gene_te
                               "pcc": [float(v) for v in ev.per_slide["pcc"]]}}
     finally:
         tracker.finish(child, ok)
+
+
+def _explain(method, plan, test: Bundle, exprs, by_name, per_gene, n_genes: int, tracker,
+             run_id: str) -> None:
+    """Interpretability PNGs (measured vs predicted maps on the H&E thumbnail, attention)
+    for the ``n_genes`` best-predicted evaluated genes, logged under ``explain/``.
+
+    Runs after prediction and evaluation: the measured maps read test expression for display
+    only.
+    """
+    import tempfile
+
+    genes = list(per_gene.sort_values("pcc", ascending=False)["gene"][:n_genes])
+    thumbs, scale = {}, 1.0
+    for view in test.slides:
+        image = by_name[view.name].image
+        width, height = image.size
+        scale = min(1.0, 1200 / max(width, height))
+        step = max(1, int(round(1 / scale)))
+        thumbs[view.name] = image.read()[::step, ::step]
+        scale = 1.0 / step
+    with tempfile.TemporaryDirectory() as tmp:
+        for gene in genes:
+            shown = Bundle([dataclasses.replace(v, expression=exprs[v.name].select([gene])[0])
+                            for v in test.slides], [gene])
+            for path in method.explain(shown, gene, tmp, thumbnails=thumbs, thumbnail_scale=scale):
+                tracker.log_file(run_id, path, "explain")
 
 
 def _tune_fold(cfg, plan, method_cls, method_config, train, val, make_ctx, tracker, fold_run):

@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# One compute thread per process: tests start parallel workers (sweeps, Optuna), and several
+# multi-threaded processes on 2 cores spin-wait each other into 10x slowdowns.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,519 @@
+"""The ``alignst`` method plugin: training, validation, prediction around :mod:`.model`.
+
+See ``methods/README_alignst.md`` for the design and its relation to the paper.
+
+Feature contract (``stbench.method.SlideView.features``): ``image`` (n, d_img) is required;
+``nuclei`` (n, M, F) + ``nuclei_mask`` (n, M) and ``edges_grid`` / ``edges_knn`` (2, E) are
+used when present and switched on (``Config.nuclei`` / ``Config.graph``). The nuclei module
+and the graph module are built only if every training slide has those features; a slide that
+lacks them later (validation/test) runs without that stage (a warning says so). Gene text comes
+from ``ctx.gene_text``: ``token_states`` when the text encoder has them, else the pooled
+``embed`` as one token per gene (decided once, at fit time).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta, SlideView
+from stbench.methods._torch_utils import (EarlyStopping, mean_gene_pcc, resolve_device, seed_all,
+                                         torch_threads)
+
+from .model import (EDGE_BOTH, EDGE_GRID, EDGE_KNN, EDGE_SELF, AlignSTModel, GeneBatch,
+                    ModelConfig, SpotBatch, alignment_loss, pcc_per_gene)
+
+TEST_CONTEXTS = ("unseen", "seen+unseen")
+
+
+def spot_graph(n: int, grid: np.ndarray | None, knn: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Union of grid and kNN edges with edge types, plus one self loop per spot.
+
+    Args:
+        n: Number of spots.
+        grid, knn: (2, E) int (source, target) edges or None.
+
+    Returns:
+        ``(src, tgt, etype)`` int64 arrays; duplicate edges are merged (an edge in both
+        sets gets ``EDGE_BOTH``); input self loops are dropped and replaced by ``EDGE_SELF``.
+    """
+    codes = []
+    for edges, flag in ((grid, 1), (knn, 2)):
+        if edges is None:
+            continue
+        e = np.asarray(edges, dtype=np.int64).reshape(2, -1)
+        if e.size and (e.min() < 0 or e.max() >= n):
+            raise ValueError(f"graph edge index out of range for a slide of {n} spots")
+        e = e[:, e[0] != e[1]]
+        code = np.unique(e[0] * n + e[1])
+        codes.append((code, flag))
+    if codes:
+        allc = np.unique(np.concatenate([c for c, _ in codes]))
+        typ = np.zeros(allc.shape[0], dtype=np.int64)
+        for code, flag in codes:
+            typ[np.isin(allc, code)] |= flag
+    else:
+        allc, typ = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    etype_map = np.array([EDGE_SELF, EDGE_GRID, EDGE_KNN, EDGE_BOTH], dtype=np.int64)
+    loops = np.arange(n, dtype=np.int64)
+    src = np.concatenate([allc // n, loops])
+    tgt = np.concatenate([allc % n, loops])
+    etype = np.concatenate([etype_map[typ], np.full(n, EDGE_SELF, np.int64)])
+    return src, tgt, etype
+
+
+def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW; the fused kernel where this torch build has it (same update, fewer ops)."""
+    try:
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # pragma: no cover - older builds / devices
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+class AlignST(Method):
+    """ALIGN-ST: nuclei-aware spatial spot encoder x prompt-aligned gene semantics."""
+
+    meta = MethodMeta(
+        name="alignst",
+        kind="zero_shot",
+        needs=frozenset({"image", "nuclei", "graph", "gene_text"}),
+        citation=(
+            "Zhou et al., Deep Association Multimodal Learning for Zero-Shot Spatial "
+            "Transcriptomics Prediction (ALIGN-ST), MICCAI 2025; stbench re-implementation "
+            "from the paper's description"
+        ),
+        version="1",
+        trained_on="seen",
+    )
+
+    @dataclass
+    class Config(MethodConfig):
+        """Hyperparameters and ablation switches (one sweep gives the ablation table).
+
+        Attributes:
+            dim: Width ``d`` of every embedding.
+            heads: Attention heads (``dim`` must be divisible).
+            graph_layers: Graph attention layers (stage 2).
+            prompt_rounds: Vision-language prompt rounds (stage 4); 0 = no cross-modal
+                prompt learning (static text prompts, no visual prompts).
+            n_text_prompts / n_visual_prompts: Learnable prompt tokens.
+            n_visual_context: Attention-pooled visual context tokens per round.
+            text_layers: Transformer layers of the gene encoder.
+            interaction_layers: Gene-interaction layers (used if ``gene_interaction``).
+            genes_per_step: Genes sampled per training step (chunks of a per-slide gene
+                permutation, so an epoch sees every (slide, gene) once).
+            lr / weight_decay / warmup_frac / grad_clip: AdamW, linear warm-up then cosine
+                decay (per step), gradient-norm clipping.
+            max_epochs / patience / min_epochs: Early stopping on the validation mean PCC of
+                the validation genes, never before ``min_epochs`` (``max_epochs`` fixed epochs
+                when there is no validation data); the best epoch's weights are restored.
+            min_steps_per_epoch: Small data sets repeat the (slide, gene-chunk) pass within an
+                epoch until an epoch has at least this many optimiser steps.
+            lambda_pcc: Weight of ``1 - mean per-gene PCC`` (over the spots of the slide).
+            lambda_align: Weight of the InfoNCE spot/gene alignment (0 = off).
+            align_temperature: InfoNCE temperature.
+            align_max_spots: Spots subsampled for InfoNCE (an n x n matrix) per step.
+            dropout: Dropout everywhere.
+            nuclei / graph / gene_interaction / similarity_bias: Ablation switches.
+            use_token_states: Read the frozen encoder's token states when it has them (else,
+                or when False, the pooled embedding is the gene's single token).
+            test_context: Gene set the gene-interaction stage sees at prediction:
+                ``unseen`` (the requested genes only) or ``seen+unseen`` (plus the training
+                genes as context; their outputs are discarded).
+            device: ``auto`` (the harness's ``ctx.device``), ``cpu`` or ``cuda``.
+            threads: Cap on torch's intra-op CPU threads during fit/predict (0 = leave as
+                set). On a small CPU shared with other jobs, 1 can be many times faster.
+        """
+
+        dim: int = 128
+        heads: int = 4
+        graph_layers: int = 2
+        prompt_rounds: int = 2
+        n_text_prompts: int = 4
+        n_visual_prompts: int = 4
+        n_visual_context: int = 4
+        text_layers: int = 1
+        interaction_layers: int = 1
+        genes_per_step: int = 64
+        lr: float = 1e-3
+        weight_decay: float = 1e-4
+        warmup_frac: float = 0.05
+        grad_clip: float = 1.0
+        max_epochs: int = 60
+        patience: int = 10
+        min_epochs: int = 10
+        min_steps_per_epoch: int = 4
+        lambda_pcc: float = 0.5
+        lambda_align: float = 0.1
+        align_temperature: float = 0.1
+        align_max_spots: int = 1024
+        dropout: float = 0.1
+        nuclei: bool = True
+        graph: bool = True
+        gene_interaction: bool = True
+        similarity_bias: bool = True
+        use_token_states: bool = True
+        test_context: str = "unseen"
+        device: str = "auto"
+        threads: int = 0
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {
+            "dim": trial.suggest_categorical("dim", [128, 64, 256]),
+            "graph_layers": trial.suggest_int("graph_layers", 1, 4),
+            "prompt_rounds": trial.suggest_int("prompt_rounds", 1, 3),
+            "lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.3),
+            "lambda_pcc": trial.suggest_float("lambda_pcc", 0.0, 1.0),
+            "lambda_align": trial.suggest_float("lambda_align", 0.01, 1.0, log=True),
+            "genes_per_step": trial.suggest_categorical("genes_per_step", [64, 32, 128]),
+        }
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self.model: AlignSTModel | None = None
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------------------ checks
+
+    def _check_config(self) -> None:
+        c = self.config
+        if c.test_context not in TEST_CONTEXTS:
+            raise ValueError(f"alignst test_context must be one of {TEST_CONTEXTS}, "
+                             f"got {c.test_context!r}")
+        if c.dim % c.heads:
+            raise ValueError(f"alignst dim={c.dim} must be divisible by heads={c.heads}")
+        if c.n_text_prompts < 1:
+            raise ValueError("alignst n_text_prompts must be >= 1")
+        if c.prompt_rounds > 0 and (c.n_visual_prompts < 1 or c.n_visual_context < 1):
+            raise ValueError("alignst prompt rounds need n_visual_prompts, n_visual_context >= 1")
+        if c.genes_per_step < 1 or c.max_epochs < 1:
+            raise ValueError("alignst genes_per_step and max_epochs must be >= 1")
+
+    def _device(self, ctx_device: str) -> torch.device:
+        want = self.config.device
+        if want == "auto":
+            want = ctx_device or "cpu"
+        if str(want).startswith("cuda") and not torch.cuda.is_available():
+            warnings.warn("alignst: CUDA requested but not available; using the CPU", stacklevel=3)
+        return resolve_device(want)
+
+    # ------------------------------------------------------------------------------ gene text
+
+    def _fetch_text(self, genes: list[str]) -> None:
+        """Cache frozen token states (and pooled embeddings) of ``genes`` not cached yet."""
+        missing = [g for g in dict.fromkeys(genes) if g not in self._tokens]
+        if not missing:
+            return
+        gt = self._gene_text
+        pooled = None
+        try:
+            pooled = np.asarray(gt.embed(missing), dtype=np.float32)
+        except RuntimeError:
+            pooled = None
+        if self._token_mode == "states":
+            states, mask = gt.token_states(missing)
+            states, mask = np.asarray(states, np.float32), np.asarray(mask, bool)
+            for i, g in enumerate(missing):
+                keep = mask[i]
+                if not keep.any():
+                    keep = np.zeros_like(keep)
+                    keep[0] = True
+                self._tokens[g] = torch.from_numpy(states[i][keep].copy())
+                p = pooled[i] if pooled is not None else states[i][keep].mean(0)
+                self._pooled[g] = torch.from_numpy(np.ascontiguousarray(p))
+        else:
+            if pooled is None:
+                raise RuntimeError("alignst needs gene text token states or pooled embeddings")
+            for i, g in enumerate(missing):
+                self._tokens[g] = torch.from_numpy(pooled[i][None].copy())
+                self._pooled[g] = torch.from_numpy(pooled[i].copy())
+
+    def _init_text(self, gene_text: GeneText, genes: list[str]) -> None:
+        self._gene_text = gene_text
+        self._tokens: dict[str, torch.Tensor] = {}
+        self._pooled: dict[str, torch.Tensor] = {}
+        self._token_mode = "pooled"
+        if self.config.use_token_states:
+            try:
+                gene_text.token_states(genes[:1])
+                self._token_mode = "states"
+            except (RuntimeError, NotImplementedError):
+                pass
+        self._fetch_text(genes)
+
+    def _gene_batch(self, genes: list[str], pad_to: int | None = None) -> GeneBatch:
+        """Padded tokens of ``genes`` (optionally padded with mask-False genes to ``pad_to``)."""
+        self._fetch_text(genes)
+        toks = [self._tokens[g] for g in genes]
+        n = len(genes) if pad_to is None else max(pad_to, len(genes))
+        t_max = max(t.shape[0] for t in toks)
+        d_text = toks[0].shape[1]
+        tokens = torch.zeros(n, t_max, d_text)
+        tmask = torch.zeros(n, t_max, dtype=torch.bool)
+        for i, t in enumerate(toks):
+            tokens[i, : t.shape[0]] = t
+            tmask[i, : t.shape[0]] = True
+        tmask[len(genes):, 0] = True  # padding genes: one dummy token (masked as genes)
+        pooled = torch.zeros(n, d_text)
+        pooled[: len(genes)] = torch.stack([self._pooled[g] for g in genes])
+        gmask = torch.zeros(n, dtype=torch.bool)
+        gmask[: len(genes)] = True
+        dev = self._dev
+        return GeneBatch(tokens.to(dev), tmask.to(dev), pooled.to(dev), gmask.to(dev))
+
+    # ------------------------------------------------------------------------------ spots
+
+    def _has_nuclei(self, view: SlideView) -> bool:
+        return view.features.get("nuclei") is not None
+
+    def _has_graph(self, view: SlideView) -> bool:
+        f = view.features
+        return f.get("edges_grid") is not None or f.get("edges_knn") is not None
+
+    def _spot_batch(self, view: SlideView, y: np.ndarray | None = None) -> SpotBatch:
+        """Tensors of one slide. Reads ``view.features`` only; ``y`` is passed in by fit."""
+        f = view.features
+        x = (np.asarray(f["image"], np.float32) - self._img_mu) / self._img_sd
+        dev = self._dev
+        batch = SpotBatch(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(dev))
+        n = x.shape[0]
+        if self._use_nuclei:
+            if self._has_nuclei(view):
+                nuc, mask = self._nuclei_arrays(view)
+                nuc = np.nan_to_num((nuc - self._nuc_mu) / self._nuc_sd) * mask[..., None]
+                batch.nuclei = torch.from_numpy(nuc.astype(np.float32)).to(dev)
+                batch.nuclei_mask = torch.from_numpy(mask).to(dev)
+            else:
+                self._warn_once(f"slide {view.name} has no nuclei features; nuclei stage skipped")
+        if self._use_graph:
+            if self._has_graph(view):
+                src, tgt, et = spot_graph(n, f.get("edges_grid"), f.get("edges_knn"))
+                batch.src, batch.tgt, batch.etype = (torch.from_numpy(a).to(dev)
+                                                     for a in (src, tgt, et))
+            else:
+                self._warn_once(f"slide {view.name} has no graph edges; graph stage skipped")
+        if y is not None:
+            batch.y = torch.from_numpy(np.ascontiguousarray(y, np.float32)).to(dev)
+        return batch
+
+    @staticmethod
+    def _nuclei_arrays(view: SlideView) -> tuple[np.ndarray, np.ndarray]:
+        nuc = np.asarray(view.features["nuclei"], np.float32)
+        mask = view.features.get("nuclei_mask")
+        if mask is None:  # no mask given: all-zero (or non-finite) rows are padding
+            mask = np.isfinite(nuc).all(-1) & (np.abs(np.nan_to_num(nuc)).sum(-1) > 0)
+        return nuc, np.asarray(mask, bool)
+
+    def _warn_once(self, text: str) -> None:
+        if text not in self._warned:
+            self._warned.add(text)
+            warnings.warn(f"alignst: {text}", stacklevel=3)
+
+    # ------------------------------------------------------------------------------ fit
+
+    def fit(self, train: Bundle, val: Bundle | None, ctx: FitContext) -> None:
+        with torch_threads(self.config.threads):
+            self._fit(train, val, ctx)
+
+    def _fit(self, train: Bundle, val: Bundle | None, ctx: FitContext) -> None:
+        self._check_config()
+        cfg = self.config
+        if ctx.gene_text is None:
+            raise RuntimeError("alignst needs gene text (ctx.gene_text)")
+        if not train.slides or not train.genes:
+            raise ValueError("alignst needs training slides and genes")
+        seed_all(ctx.seed)
+        rng = np.random.default_rng(ctx.seed)
+        self._dev = self._device(ctx.device)
+        self._warned: set[str] = set()
+        self._train_genes = list(train.genes)
+
+        x = train.stack("image").astype(np.float64)
+        self._img_mu = x.mean(0).astype(np.float32)
+        self._img_sd = (x.std(0) + 1e-6).astype(np.float32)
+
+        self._use_nuclei = bool(cfg.nuclei) and all(self._has_nuclei(v) for v in train.slides)
+        n_nuc = 0
+        if self._use_nuclei:
+            real = np.concatenate([n[m] for n, m in map(self._nuclei_arrays, train.slides)])
+            if real.shape[0] == 0:
+                self._use_nuclei = False
+            else:
+                n_nuc = real.shape[1]
+                self._nuc_mu = np.nanmean(real, 0).astype(np.float32)
+                self._nuc_sd = (np.nanstd(real, 0) + 1e-6).astype(np.float32)
+        self._use_graph = (bool(cfg.graph) and cfg.graph_layers > 0
+                           and all(self._has_graph(v) for v in train.slides))
+
+        self._init_text(ctx.gene_text, self._train_genes + list(val.genes if val else []))
+        d_text = int(next(iter(self._tokens.values())).shape[1])
+        self.model_config = ModelConfig(
+            d_img=int(x.shape[1]), d_text=d_text, n_nuclei_features=n_nuc, dim=cfg.dim,
+            heads=cfg.heads, graph_layers=cfg.graph_layers if self._use_graph else 0,
+            prompt_rounds=cfg.prompt_rounds, n_text_prompts=cfg.n_text_prompts,
+            n_visual_prompts=cfg.n_visual_prompts, n_visual_context=cfg.n_visual_context,
+            text_layers=cfg.text_layers,
+            interaction_layers=cfg.interaction_layers if cfg.gene_interaction else 0,
+            similarity_bias=cfg.similarity_bias, dropout=cfg.dropout)
+        model = AlignSTModel(self.model_config).to(self._dev)
+        self.model = model
+
+        slides = [self._spot_batch(v, v.expression) for v in train.slides]
+        use_val = (val is not None and bool(val.slides) and bool(val.genes)
+                   and all(v.expression is not None for v in val.slides))
+        val_batches = [self._spot_batch(v) for v in val.slides] if use_val else []
+        val_y = [np.asarray(v.expression, np.float64) for v in val.slides] if use_val else []
+
+        n_genes = len(self._train_genes)
+        chunks_per_slide = math.ceil(n_genes / cfg.genes_per_step)
+        passes = max(1, math.ceil(cfg.min_steps_per_epoch / (chunks_per_slide * len(slides))))
+        steps_per_epoch = passes * chunks_per_slide * len(slides)
+        total = steps_per_epoch * cfg.max_epochs
+        warmup = max(1, int(round(cfg.warmup_frac * total)))
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            frac = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
+
+        opt = _adamw(model, cfg.lr, cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        advance = ctx.progress("alignst epochs", cfg.max_epochs)
+        stopper = EarlyStopping(cfg.patience, min_delta=1e-6)
+        self.history = []
+        for epoch in range(cfg.max_epochs):
+            model.train()
+            losses = []
+            for si in np.concatenate([rng.permutation(len(slides)) for _ in range(passes)]):
+                s = slides[si]
+                for chunk in np.array_split(rng.permutation(n_genes), chunks_per_slide):
+                    loss = self._loss(s, sorted(chunk.tolist()), rng)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    opt.step()
+                    sched.step()
+                    losses.append(float(loss.detach()))
+            record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+            ctx.log_metric("train_loss", record["train_loss"], epoch)
+            stop = False
+            if use_val:
+                score = self._val_score(val_batches, val_y, list(val.genes))
+                record["val_pcc"] = score
+                ctx.log_metric("val_pcc", score, epoch)
+                stop = stopper.step(score, model) and epoch + 1 >= cfg.min_epochs
+            self.history.append(record)
+            advance()
+            if stop:
+                break
+        stopper.restore(model)
+        if use_val:
+            self.best_epoch_, self.best_val_pcc_ = stopper.best_step, stopper.best_score
+        else:
+            self.best_epoch_, self.best_val_pcc_ = len(self.history) - 1, float("nan")
+        model.eval()
+
+    def _loss(self, s: SpotBatch, cols: list[int], rng: np.random.Generator) -> torch.Tensor:
+        cfg = self.config
+        genes = [self._train_genes[c] for c in cols]
+        y = s.y[:, cols]
+        pred, aux = self.model(s, self._gene_batch(genes))
+        loss = torch.mean((pred - y) ** 2)
+        if cfg.lambda_pcc > 0:
+            loss = loss + cfg.lambda_pcc * (1.0 - pcc_per_gene(pred, y).mean())
+        if cfg.lambda_align > 0:
+            z = aux["z"]
+            if z.shape[0] > cfg.align_max_spots:
+                keep = torch.from_numpy(np.sort(rng.choice(z.shape[0], cfg.align_max_spots,
+                                                           replace=False))).to(z.device)
+                z, y = z[keep], y[keep]
+            loss = loss + cfg.lambda_align * alignment_loss(z, aux["w"], y, cfg.align_temperature)
+        return loss
+
+    def _context(self, genes: list[str]) -> list[str]:
+        """Requested genes (deduplicated, in order) + context genes per ``test_context``."""
+        genes = list(dict.fromkeys(genes))
+        if self.config.test_context == "seen+unseen":
+            have = set(genes)
+            genes += [g for g in self._train_genes if g not in have]
+        return genes
+
+    @torch.no_grad()
+    def _val_score(self, batches: list[SpotBatch], ys: list[np.ndarray], genes: list[str]) -> float:
+        self.model.eval()
+        gb = self._gene_batch(self._context(genes))
+        scores = []
+        for s, y in zip(batches, ys):
+            pred, _ = self.model(s, gb)
+            scores.append(mean_gene_pcc(y, pred[:, : len(genes)].double().cpu().numpy()))
+        return float(np.mean(scores))
+
+    # ------------------------------------------------------------------------------ predict
+
+    def predict(self, bundle: Bundle, genes: list[str]) -> np.ndarray:
+        with torch_threads(self.config.threads):
+            return self._predict(bundle, genes)
+
+    @torch.no_grad()
+    def _predict(self, bundle: Bundle, genes: list[str]) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("alignst: call fit before predict")
+        genes = list(genes)
+        if not genes:
+            return np.zeros((bundle.n_spots, 0), dtype=np.float32)
+        self.model.eval()
+        unique = list(dict.fromkeys(genes))
+        gb = self._gene_batch(self._context(unique))
+        cols = [unique.index(g) for g in genes]
+        out = []
+        for view in bundle.slides:
+            pred, _ = self.model(self._spot_batch(view), gb)
+            out.append(pred[:, cols].float().cpu().numpy())
+        if not out:
+            return np.zeros((0, len(genes)), dtype=np.float32)
+        return np.concatenate(out, 0).astype(np.float32)
+
+    @torch.no_grad()
+    def forward_slide(self, view: SlideView, genes: list[str]
+                      ) -> tuple[np.ndarray, dict, list[str]]:
+        """Predictions and attention maps for one slide (for :mod:`.interpret`).
+
+        Returns ``(pred (n, len(context)), aux as numpy, context genes)``; the first
+        ``len(unique genes)`` columns are the requested genes.
+        """
+        if self.model is None:
+            raise RuntimeError("alignst: call fit before explain")
+        self.model.eval()
+        context = self._context(genes)
+        pred, aux = self.model(self._spot_batch(view), self._gene_batch(context))
+        return (pred.cpu().numpy(), {k: v.detach().cpu().numpy() for k, v in aux.items()},
+                context)
+
+    # ------------------------------------------------------------------------------ explain
+
+    def explain(self, bundle: Bundle, gene: str, out_dir: str | Path, **kwargs: Any) -> list[Path]:
+        """Interpretability plots for ``gene`` (see :func:`.interpret.explain`)."""
+        from .interpret import explain
+
+        return explain(self, bundle, gene, out_dir, **kwargs)
+
+    def n_parameters(self) -> int:
+        """Trainable parameters of the fitted model."""
+        if self.model is None:
+            return 0
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
