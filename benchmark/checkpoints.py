@@ -54,32 +54,26 @@ class RunCheckpoint:
     def _fold_path(self, index: int) -> Path:
         return self.dir / f"fold-{index:03d}.json"
 
-    def load_fold(self, index: int) -> dict | None:
-        """A finished fold, or None (also for a file of another identity or a torn write)."""
-        path = self._fold_path(index)
-        if not path.exists():
-            return None
+    def _read(self, path: Path) -> dict | None:
+        """A JSON record of this identity, or None (missing, torn or another identity's)."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return None
-        if data.get("identity") != self.identity or data.get("format") != FOLD_FORMAT:
-            return None
-        return data["fold"]
+        return data if data.get("identity") == self.identity else None
+
+    def load_fold(self, index: int) -> dict | None:
+        """A finished fold, or None."""
+        data = self._read(self._fold_path(index))
+        return data["fold"] if data is not None and data.get("format") == FOLD_FORMAT else None
 
     def save_fold(self, index: int, fold: dict) -> None:
         write_atomic(self._fold_path(index),
                      dumps({"format": FOLD_FORMAT, "identity": self.identity, "fold": fold}))
 
     def load_result(self) -> dict | None:
-        path = self.dir / "result.json"
-        if not path.exists():
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return None
-        return data if data.get("identity") == self.identity else None
+        """The result of a finished run with this identity, or None."""
+        return self._read(self.dir / "result.json")
 
     def save_result(self, result: dict) -> None:
         write_atomic(self.dir / "result.json", dumps(result))
