@@ -135,7 +135,8 @@ def _default_panel(cfg: DictConfig, literature: list[str] | None) -> str:
 
 
 def compute_features(cfg: DictConfig, slides: list[Slide], needs: frozenset[str],
-                     cache: ArrayCache, task) -> dict[str, dict[str, np.ndarray]]:
+                     cache: ArrayCache, task, info: dict | None = None
+                     ) -> dict[str, dict[str, np.ndarray]]:
     """Per-slide features the method needs, served from the content-addressed cache.
 
     Each slide image is decoded at most once (and not at all when everything is cached):
@@ -153,6 +154,8 @@ def compute_features(cfg: DictConfig, slides: list[Slide], needs: frozenset[str]
         enc_cfg = OmegaConf.to_container(cfg.encoder, resolve=True)
         enc_name = enc_cfg.pop("name")
         encoder = ENCODERS.get(enc_name)(**enc_cfg)
+        if info is not None:
+            info["encoder"] = {"name": enc_name, "weights_digest": encoder.digest()}
     spec = PatchSpec(patch_um=cfg.features.patch_um, batch_size=cfg.features.batch_size)
     advance = task(f"features ({', '.join(sorted(wanted))})", sum(s.n_spots for s in slides))
     for s in slides:
@@ -284,7 +287,8 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
         cache = ArrayCache(cfg.cache.dir, enabled=cfg.cache.enabled)
         fold_results = []
         with progress_bars(progress) as task:
-            features = compute_features(cfg, slides, meta.needs, cache, task)
+            feature_info: dict = {}
+            features = compute_features(cfg, slides, meta.needs, cache, task, feature_info)
             advance_folds = task(f"folds ({meta.name})", len(plans))
             for plan in plans:
                 fold = checkpoint.load_fold(plan.index) if cfg.resume else None
@@ -301,6 +305,7 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
         result = _assemble(cfg, meta, dataset, plans, fold_results, resolved,
                            time.perf_counter() - started, cache)
         result["identity"] = identity
+        result["encoder"] = feature_info.get("encoder")
         validate_result(result)
         text = dumps(result)
         tracker.log_metrics(parent, result["metrics"])

@@ -227,6 +227,7 @@ class GeneQuery(Method):
                 score = mean_gene_pcc_per_slide(v_y, self._forward(v_x, v_text), v_index)
                 record["val_pcc"] = score
                 ctx.log_metric("val_pcc", score, epoch)
+                ctx.report(score, epoch)  # lets a tuning pruner stop a bad trial
                 stop = stopper.step(score, self._net)
             self.history_.append(record)
             advance()

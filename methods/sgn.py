@@ -335,6 +335,7 @@ class SGN(Method):
                 score = mean_gene_pcc_per_slide(v_y, pred, v_index)
                 record["val_pcc"] = score
                 ctx.log_metric("val_pcc", score, epoch)
+                ctx.report(score, epoch)  # lets a tuning pruner stop a bad trial
                 stop = stopper.step(score, self._net)
             self.history_.append(record)
             advance()

@@ -29,6 +29,7 @@ def test_ridge_runs_all_folds_and_writes_json(tmp_path):
     assert saved["genes"]["evaluated_on"] == "all panel genes"
     assert -1 <= saved["metrics"]["pcc_mean"] <= 1
     assert result["mlflow"]["run_id"]
+    assert saved["encoder"]["name"] == "efficientnet_lite0" and len(saved["encoder"]["weights_digest"]) >= 16
 
 
 def test_zero_shot_never_sees_unseen_expression(tmp_path, monkeypatch):

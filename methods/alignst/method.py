@@ -413,6 +413,7 @@ class AlignST(Method):
                 score = self._val_score(val_batches, val_y, list(val.genes))
                 record["val_pcc"] = score
                 ctx.log_metric("val_pcc", score, epoch)
+                ctx.report(score, epoch)  # lets a tuning pruner stop a bad trial
                 stop = stopper.step(score, model) and epoch + 1 >= cfg.min_epochs
             self.history.append(record)
             advance()
