@@ -5,7 +5,7 @@
 * :class:`EarlyStopping`: keeps the best ``state_dict`` by a validation score and restores it;
 * :func:`grid_edges`, :func:`knn_edges`, :func:`slide_edges`: the spot graphs (SGN's two edge
   types), taken from the harness's ``graph`` features when present, else built here;
-* :func:`standardiser`: training-set feature statistics.
+* :class:`FeatureScaler`: training-set feature scaling (``global`` by default: see there).
 
 Edge convention everywhere: ``(2, n_edges)`` int64, row 0 = source (the neighbour whose
 message is sent), row 1 = target (the spot that aggregates), indices local to one slide,
@@ -129,8 +129,9 @@ class EarlyStopping:
 
 def grid_edges(grid: np.ndarray, radius: float = GRID_RADIUS,
                max_neighbours: int = GRID_MAX_NEIGHBOURS) -> np.ndarray:
-    """Spatial edges: every spot's grid neighbours within ``radius`` (inclusive), at most
-    ``max_neighbours`` of them, nearest first (ties by spot index).
+    """SGN's spatial edges: every spot's grid neighbours within ``radius`` (inclusive) of its
+    position in ``grid`` units, at most ``max_neighbours`` of them, nearest first (ties by
+    index) -- :func:`stbench.graph.grid_edges` with a square layout.
 
     Mirrors ``torch_cluster.radius_graph(grid, r=radius, max_num_neighbors=max_neighbours)``
     of SGN's code, except that the cap keeps the NEAREST neighbours deterministically
@@ -140,56 +141,35 @@ def grid_edges(grid: np.ndarray, radius: float = GRID_RADIUS,
     Returns:
         (2, n_edges) int64: row 0 the neighbour (source), row 1 the spot (target).
     """
-    from scipy.spatial import cKDTree
+    from stbench.graph import grid_edges as _grid_edges
 
-    pos = np.asarray(grid, dtype=np.float64).reshape(len(grid), -1)
-    n = pos.shape[0]
-    if n < 2 or max_neighbours < 1:
+    if len(grid) < 2:
         return np.zeros((2, 0), dtype=np.int64)
-    tree = cKDTree(pos)
-    src, dst = [], []
-    for i, cand in enumerate(tree.query_ball_point(pos, radius * (1 + 1e-9) + 1e-12)):
-        cand = np.asarray([c for c in cand if c != i], dtype=np.int64)
-        if cand.size == 0:
-            continue
-        d2 = ((pos[cand] - pos[i]) ** 2).sum(1)
-        keep = cand[np.lexsort((cand, d2))[:max_neighbours]]  # distance, then index
-        src.append(keep)
-        dst.append(np.full(keep.size, i, dtype=np.int64))
-    if not src:
-        return np.zeros((2, 0), dtype=np.int64)
-    return np.stack([np.concatenate(src), np.concatenate(dst)]).astype(np.int64)
+    return _grid_edges(np.asarray(grid, np.float64), radius, layout="square",
+                       max_neighbors=int(max_neighbours))
 
 
-def knn_edges(x: np.ndarray, k: int = KNN_K, block: int = 1024) -> np.ndarray:
-    """Feature edges: each spot's ``k`` nearest other spots by Euclidean distance of ``x``
-    (ties by index), as ``torch_cluster.knn_graph(x, k, loop=False)``. Brute force in blocks
-    of ``block`` rows (image features are high-dimensional: trees do not help).
+def knn_edges(x: np.ndarray, k: int = KNN_K) -> np.ndarray:
+    """SGN's feature edges: each spot's ``k`` nearest other spots by Euclidean distance of
+    ``x`` (ties by index) -- :func:`stbench.graph.knn_edges`, as
+    ``torch_cluster.knn_graph(x, k, loop=False)``.
 
     Returns:
         (2, n_edges) int64: row 0 the neighbour (source), row 1 the spot (target).
     """
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[0]
-    k = min(int(k), n - 1)
-    if k < 1:
+    from stbench.graph import knn_edges as _knn_edges
+
+    if len(x) < 2:
         return np.zeros((2, 0), dtype=np.int64)
-    sq = (x * x).sum(1)
-    rows = []
-    for a in range(0, n, block):
-        b = min(n, a + block)
-        d2 = sq[a:b, None] + sq[None, :] - 2.0 * x[a:b] @ x.T
-        d2[np.arange(b - a), np.arange(a, b)] = np.inf
-        rows.append(np.argsort(d2, axis=1, kind="stable")[:, :k])
-    idx = np.concatenate(rows, axis=0)
-    dst = np.repeat(np.arange(n), k)
-    return np.stack([idx.ravel(), dst]).astype(np.int64)
+    return _knn_edges(np.asarray(x, np.float64), int(k))
 
 
 def slide_edges(view: SlideView, radius: float = GRID_RADIUS,
                 max_neighbours: int = GRID_MAX_NEIGHBOURS, k: int = KNN_K) -> tuple[np.ndarray, np.ndarray]:
-    """``(edges_grid, edges_knn)`` of one slide: the harness's ``graph`` features when present,
-    otherwise built from ``view.grid`` and ``view.features['image']``."""
+    """``(edges_grid, edges_knn)`` of one slide: the harness's ``graph`` features when present
+    (built with its ``features.grid_max_neighbors`` / ``features.knn_k`` and, for Visium's hex
+    array, its hex layout), otherwise built here from ``view.grid`` and the image features with
+    the given radius, cap and k."""
     feats = view.features
     eg = feats.get("edges_grid")
     ek = feats.get("edges_knn")
@@ -200,10 +180,42 @@ def slide_edges(view: SlideView, radius: float = GRID_RADIUS,
     return np.asarray(eg, dtype=np.int64).reshape(2, -1), np.asarray(ek, dtype=np.int64).reshape(2, -1)
 
 
-def standardiser(bundle: Bundle, kind: str = "image") -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (+1e-6) of a per-spot feature over a bundle's spots."""
-    x = bundle.stack(kind).astype(np.float64)
-    return x.mean(0), x.std(0) + 1e-6
+SCALINGS = ("global", "feature", "none")
+
+
+class FeatureScaler:
+    """Training-set scaling of per-spot features.
+
+    * ``global`` (default of the methods here): centre every dimension, divide all of them by
+      ONE scale, the root mean per-dimension variance. Relative scales are kept, so a
+      dimension that is nearly constant on the training slides cannot explode on a test slide.
+    * ``feature``: per-dimension z-scores (HEST's linear-probe convention). With deep-encoder
+      features some dimensions have standard deviations near 0 on the training slides and a
+      test slide's values land hundreds of SDs away (demo, efficientnet_lite0: up to 1449 SD,
+      307 of 1280 dimensions beyond 10 SD), which wrecked predictions on whole test slides.
+    * ``none``: raw features.
+    """
+
+    def __init__(self, mode: str = "global") -> None:
+        if mode not in SCALINGS:
+            raise ValueError(f"unknown scaling {mode!r}: use one of {', '.join(SCALINGS)}")
+        self.mode = mode
+
+    def fit(self, x: np.ndarray) -> FeatureScaler:
+        x = np.asarray(x, dtype=np.float64)
+        d = x.shape[1]
+        if self.mode == "none":
+            self.mu, self.sd = np.zeros(d), np.ones(d)
+        elif self.mode == "feature":
+            self.mu, self.sd = x.mean(0), x.std(0) + 1e-8
+        else:
+            self.mu = x.mean(0)
+            scale = float(np.sqrt(x.var(0).mean())) if x.size else 1.0
+            self.sd = np.full(d, scale if scale > 0 else 1.0)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.mu) / self.sd
 
 
 def sample_genes(n_genes: int, n_sample: int, gen: torch.Generator) -> torch.Tensor:

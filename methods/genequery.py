@@ -3,9 +3,9 @@
 GeneQuery casts expression prediction as question answering: the gene's DESCRIPTION is the
 question, the spot's image is the context, and a regression head reads out the answer. Here:
 
-* Image context tokens: the spot's pooled image feature (standardised with training-spot
-  statistics) is mapped by ``n_tokens`` learned linear projections (one ``Linear(d, n_tokens *
-  d_model)`` reshaped) plus a learned position embedding per token, then LayerNorm: stbench
+* Image context tokens: the spot's pooled image feature (centred and scaled with the
+  training spots' statistics, ``scaling``) is mapped by ``n_tokens`` learned linear
+  projections (one ``Linear(d, n_tokens * d_model)`` reshaped) plus a learned position embedding per token, then LayerNorm: stbench
   delivers ONE pooled feature per spot, not the patch-token grid of GeneQuery's ViT, so the
   tokens are learned "views" of that vector.
 * Gene query: the description's pooled text embedding (``ctx.gene_text.embed``) through a
@@ -40,6 +40,7 @@ from torch import nn
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
 from stbench.methods._torch_utils import (
     EarlyStopping,
+    FeatureScaler,
     mean_gene_pcc_per_slide,
     pcc_loss,
     resolve_device,
@@ -139,6 +140,8 @@ class GeneQuery(Method):
             patience: Epochs without a better validation PCC before stopping.
             epochs_no_val: Epochs trained when no validation data is given.
             eval_chunk: (spot x gene) pairs evaluated at once in validation / prediction.
+            scaling: Image-feature scaling from the training spots: ``global`` (centre,
+                one common scale), ``feature`` (per-dimension z-scores) or ``none``.
         """
 
         d_model: int = 128
@@ -156,6 +159,7 @@ class GeneQuery(Method):
         patience: int = 30
         epochs_no_val: int = 100
         eval_chunk: int = 65536
+        scaling: str = "global"
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -169,7 +173,7 @@ class GeneQuery(Method):
         }
 
     def _x(self, bundle: Bundle) -> list[torch.Tensor]:
-        return [torch.as_tensor((np.asarray(v.features["image"], np.float64) - self._mu) / self._sd,
+        return [torch.as_tensor(self._scaler.transform(v.features["image"]),
                                 dtype=torch.float32, device=self._device) for v in bundle.slides]
 
     def _text(self, genes: list[str]) -> torch.Tensor:
@@ -184,7 +188,7 @@ class GeneQuery(Method):
         self._device = resolve_device(ctx.device)
         self._gene_text = ctx.gene_text
         x_all = train.stack("image").astype(np.float64)
-        self._mu, self._sd = x_all.mean(0), x_all.std(0) + 1e-6
+        self._scaler = FeatureScaler(cfg.scaling).fit(x_all)
         genes = list(train.genes)
         text = self._text(genes)
         xs = self._x(train)

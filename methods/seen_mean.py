@@ -1,8 +1,8 @@
 """``seen_mean``: every unseen gene predicted as the spot's mean predicted seen-gene expression.
 
-A control that reads NO description. A ridge probe (``textknn.RidgeProbe``: standardise, PCA,
-ridge -- the HEST linear probe) is fitted on the seen genes; at a spot, every requested gene is
-predicted as the mean over seen genes of the probe's predictions there (by linearity, the same
+A control that reads NO description. A ridge probe (``textknn.RidgeProbe``: scale, PCA,
+ridge -- the HEST linear probe, ``global`` scaling by default) is fitted on the seen genes;
+at a spot, every requested gene is predicted as the mean over seen genes of the probe's predictions there (by linearity, the same
 as a ridge on the spot's mean seen-gene expression). It captures cellularity / total-signal
 variation shared by most genes, so its per-gene PCC is far from zero on real tissue: a
 zero-shot method that reads text must beat it to show that the text is used.
@@ -44,13 +44,13 @@ class SeenMean(Method):
             n_components: PCA components of the image features.
             alpha: Ridge penalty when no validation data is given.
             alpha_grid: Candidates for ``alpha`` chosen on validation.
-            standardise: Standardise image features before PCA.
+            scaling: Image-feature scaling before PCA: ``global``, ``feature`` or ``none``.
         """
 
         n_components: int = 256
         alpha: float = 1.0
         alpha_grid: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0])
-        standardise: bool = True
+        scaling: str = "global"
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -58,7 +58,7 @@ class SeenMean(Method):
 
     def fit(self, train: Bundle, val: Bundle | None, ctx: FitContext) -> None:
         cfg = self.config
-        self._probe = RidgeProbe(cfg.n_components, cfg.standardise).fit(
+        self._probe = RidgeProbe(cfg.n_components, cfg.scaling).fit(
             train.stack("image"), train.expression())
         alpha = float(cfg.alpha)
         grid = [float(a) for a in (cfg.alpha_grid or [])]

@@ -1,14 +1,15 @@
 """``sgn``: Semantic Guided Network (Yang et al., MICCAI 2024, arXiv 2401.14772), zero-shot.
 
-Model (after the authors' public code; see ``methods/README.md`` for what differs):
+Model (as specified from the authors' paper and public code; ``methods/README.md`` lists
+what differs):
 
-* Spot encoder: the frozen image feature of every spot (standardised with the training
-  spots' statistics) goes through a 4-layer HETEROGENEOUS GraphSAGE over two edge types --
-  ``grid`` (spatial neighbours within radius sqrt(2) of the grid position, at most 5) and
-  ``knn`` (image-feature kNN, k = 5). Each layer sums, over the two edge types, a SAGE
-  convolution ``W_nbr * mean_{j in N(i)} h_j + b + W_self * h_i`` (PyG ``SAGEConv`` with mean
-  aggregation inside ``HeteroConv(aggr="sum")``); LeakyReLU(0.2) between layers; widths
-  d -> 512 -> 512 -> 512 -> 256. Plain torch (``index_add_``), no torch_geometric.
+* Spot encoder: the frozen image feature of every spot (centred and scaled with the
+  training spots' statistics, ``scaling``) goes through a 4-layer HETEROGENEOUS GraphSAGE
+  over two edge types -- ``grid`` (spatial neighbours within radius sqrt(2) of the grid
+  position, at most 5) and ``knn`` (image-feature kNN, k = 5). Each layer sums, over the
+  two edge types, a SAGE convolution ``W_nbr * mean_{j in N(i)} h_j + b + W_self * h_i``
+  (PyG ``SAGEConv``, mean aggregation, inside ``HeteroConv(aggr="sum")``); LeakyReLU(0.2)
+  between layers; widths d -> 512 -> 512 -> 512 -> 256. Plain torch (``index_add_``).
 * Gene weight generator: the token states of a gene's description are projected linearly to
   256, a learned CLS token and a learned register token are prepended, 2 transformer-encoder
   layers (4 heads) run over them, and the CLS output gives a weight vector ``w_g``
@@ -16,7 +17,8 @@ Model (after the authors' public code; see ``methods/README.md`` for what differ
 * Prediction: ``y_hat[s, g] = <z_s, w_g> + b_g``.
 * Training: whole slides as batches; each step draws 64 seen genes; loss
   ``MSE + 0.5 * (1 - mean PCC)`` where the PCC is taken per sampled gene over the slide's
-  spots -- on the SAMPLED genes (the public code takes it on the first 64 columns, a bug);
+  spots -- on the SAMPLED genes (the public code, as reported, takes it on the first 64
+  columns);
   AdamW (lr 5e-4, weight decay 1e-4).
 * Model selection: early stopping on the validation slides' mean per-gene PCC of the
   validation genes (never the test fold, unlike the original checkpoint selection); the best
@@ -41,6 +43,7 @@ from torch import nn
 from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta
 from stbench.methods._torch_utils import (
     EarlyStopping,
+    FeatureScaler,
     mean_gene_pcc_per_slide,
     pcc_loss,
     resolve_device,
@@ -228,7 +231,8 @@ class SGN(Method):
             max_epochs: Upper bound on epochs (one epoch = one step per training slide).
             patience: Epochs without a better validation PCC before stopping.
             epochs_no_val: Epochs trained when no validation slides/genes are given.
-            standardise: Standardise image features with the training spots' statistics.
+            scaling: Image-feature scaling from the training spots: ``global`` (centre,
+                one common scale), ``feature`` (per-dimension z-scores) or ``none``.
         """
 
         hidden_dim: int = 512
@@ -251,7 +255,7 @@ class SGN(Method):
         max_epochs: int = 300
         patience: int = 30
         epochs_no_val: int = 100
-        standardise: bool = True
+        scaling: str = "global"
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -269,7 +273,7 @@ class SGN(Method):
         out = []
         for view in bundle.slides:
             eg, ek = slide_edges(view, cfg.grid_radius, cfg.grid_max_neighbours, cfg.knn_k)
-            x = (np.asarray(view.features["image"], np.float64) - self._mu) / self._sd
+            x = self._scaler.transform(view.features["image"])
             out.append((torch.as_tensor(x, dtype=torch.float32, device=self._device),
                         [torch.as_tensor(eg, device=self._device), torch.as_tensor(ek, device=self._device)]))
         return out
@@ -288,8 +292,7 @@ class SGN(Method):
         self._device = resolve_device(ctx.device)
         self._gene_text = ctx.gene_text
         x_all = train.stack("image").astype(np.float64)
-        self._mu = x_all.mean(0) if cfg.standardise else np.zeros(x_all.shape[1])
-        self._sd = x_all.std(0) + 1e-6 if cfg.standardise else np.ones(x_all.shape[1])
+        self._scaler = FeatureScaler(cfg.scaling).fit(x_all)
 
         genes = list(train.genes)
         t_states, t_mask = self._text_tensors(genes)

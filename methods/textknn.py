@@ -1,8 +1,10 @@
 """``textknn``: transfer by description similarity (zero-shot baseline).
 
 1. A supervised ridge probe on the SEEN genes -- the HEST linear probe of ``ridge``:
-   image features standardised with training statistics, PCA to ``n_components``, one
+   image features centred and scaled with training statistics, PCA to ``n_components``, one
    multi-output ridge regression (``RidgeProbe``; same math as ``stbench.methods.ridge``).
+   Scaling is ``global`` by default (one common scale), not per-dimension z-scores as in
+   ``ridge``: see ``FeatureScaler`` for why (``scaling="feature"`` restores HEST's).
 2. An unseen gene ``u`` is predicted as the softmax-weighted mean of the predictions of its
    ``k`` most similar seen genes, similarity = cosine of the description embeddings
    (``ctx.gene_text.embed``), weights ``softmax(sim / temperature)`` over those ``k``.
@@ -22,25 +24,24 @@ from typing import Any
 import numpy as np
 
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
-from stbench.methods._torch_utils import mean_gene_pcc_per_slide
+from stbench.methods._torch_utils import FeatureScaler, mean_gene_pcc_per_slide
 
 
 class RidgeProbe:
-    """Standardise -> PCA -> multi-output ridge, with the solution for any ``alpha``.
+    """Scale -> PCA -> multi-output ridge, with the solution for any ``alpha``.
 
-    ``fit`` does the SVDs once; ``coef(alpha)`` is then a cheap product.
+    ``fit`` does the SVDs once; ``coef(alpha)`` is then a cheap product. ``scaling`` is a
+    :class:`~stbench.methods._torch_utils.FeatureScaler` mode (``feature`` = HEST's z-scores).
     """
 
-    def __init__(self, n_components: int = 256, standardise: bool = True) -> None:
+    def __init__(self, n_components: int = 256, scaling: str = "global") -> None:
         self.n_components = int(n_components)
-        self.standardise = bool(standardise)
+        self.scaler = FeatureScaler(scaling)
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> RidgeProbe:
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
-        self.mu = x.mean(0)
-        self.sd = x.std(0) + 1e-8 if self.standardise else np.ones(x.shape[1])
-        xs = (x - self.mu) / self.sd
+        xs = self.scaler.fit(x).transform(x)
         k = max(1, min(self.n_components, xs.shape[0] - 1, xs.shape[1]))
         _, _, vt = np.linalg.svd(xs, full_matrices=False)
         self.components = vt[:k].T
@@ -57,7 +58,7 @@ class RidgeProbe:
 
     def project(self, x: np.ndarray) -> np.ndarray:
         """Centred PCA scores of new spots."""
-        return ((np.asarray(x, dtype=np.float64) - self.mu) / self.sd) @ self.components - self.z_mean
+        return self.scaler.transform(x) @ self.components - self.z_mean
 
     def predict(self, x: np.ndarray, alpha: float) -> np.ndarray:
         return self.project(x) @ self.coef(alpha) + self.y_mean
@@ -112,7 +113,7 @@ class TextKNN(Method):
             k: Seen genes each unseen gene borrows from.
             temperature: Softmax temperature on cosine similarities (no validation / no grid).
             temperature_grid: Candidates for the temperature chosen on validation.
-            standardise: Standardise image features before PCA.
+            scaling: Image-feature scaling before PCA: ``global``, ``feature`` or ``none``.
         """
 
         n_components: int = 256
@@ -121,7 +122,7 @@ class TextKNN(Method):
         k: int = 10
         temperature: float = 0.1
         temperature_grid: list[float] = field(default_factory=lambda: [0.02, 0.05, 0.1, 0.2, 0.5])
-        standardise: bool = True
+        scaling: str = "global"
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -139,7 +140,7 @@ class TextKNN(Method):
         cfg = self.config
         self._gene_text = ctx.gene_text
         self._genes = list(train.genes)
-        self._probe = RidgeProbe(cfg.n_components, cfg.standardise).fit(
+        self._probe = RidgeProbe(cfg.n_components, cfg.scaling).fit(
             train.stack("image"), train.expression())
         self._t_seen = _unit(ctx.gene_text.embed(self._genes))
 

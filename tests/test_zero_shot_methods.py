@@ -380,3 +380,18 @@ def test_shuffled_text_composes_with_hydra():
     m.fit(train, val, ctx)
     assert m.inner_.config.lam == 10.0
     assert m.predict(test, unseen).shape == (test.n_spots, len(unseen))
+
+
+def test_global_scaling_does_not_explode_near_constant_dimensions():
+    from stbench.methods._torch_utils import FeatureScaler
+
+    rng = np.random.default_rng(0)
+    train = np.c_[rng.normal(size=(100, 3)), np.full(100, 2.0) + 1e-6 * rng.normal(size=100)]
+    test = np.c_[rng.normal(size=(10, 3)), np.full(10, 3.0)]
+    assert np.abs(FeatureScaler("feature").fit(train).transform(test)).max() > 1e4
+    assert np.abs(FeatureScaler("global").fit(train).transform(test)).max() < 10
+    z = FeatureScaler("global").fit(train).transform(train)
+    assert np.allclose(z.mean(0), 0) and z.var(0).mean() == pytest.approx(1.0)
+    assert np.array_equal(FeatureScaler("none").fit(train).transform(test), test)
+    with pytest.raises(ValueError):
+        FeatureScaler("zscore")
