@@ -8,6 +8,7 @@ nothing stale is returned. Writes are atomic (temporary file + rename).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -71,13 +72,18 @@ class ArrayCache:
         return value
 
     def _write(self, path: Path, value: np.ndarray) -> None:
+        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()  # np.save on a full disk reports a short write, not ENOSPC
+            np.save(buffer, np.asarray(value), allow_pickle=False)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             with os.fdopen(fd, "wb") as fh:
-                np.save(fh, np.asarray(value), allow_pickle=False)
+                fh.write(buffer.getbuffer())
             os.replace(tmp, path)
         except OSError as exc:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             raise ConfigError(
                 f"cannot write to the feature cache ({exc.strerror or exc})",
                 where=str(self.dir),

@@ -43,6 +43,7 @@ def run(
     if bad:
         raise UserError(f"expected key=value overrides, got {bad[0]!r}",
                         fix="write settings as key=value, e.g. seed=1")
+    _check_json_path(json_path)
     METHODS.get(method)
     dataset_cls = DATASETS.get(dataset)
     if not any(o.split("=", 1)[0].lstrip("+~") == "split" for o in overrides):
@@ -122,6 +123,20 @@ def sweep(
     code = run_sweep(args)
     if code:
         raise UserError(f"the sweep failed (exit code {code})", fix="see the job errors above")
+
+
+def _check_json_path(json_path: Optional[Path]) -> None:
+    """Refuse a ``--json`` path that cannot be written before the run, not after it."""
+    if json_path is None:
+        return
+    fix = "pass a file path whose folder exists or can be created, e.g. --json result.json"
+    if json_path.is_dir():
+        raise UserError("--json names a directory", where=str(json_path), fix=fix)
+    for parent in json_path.resolve().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError("--json path lies under a file", where=str(parent), fix=fix)
+            break
 
 
 def _print_summary(result: dict, json_path: Optional[Path]) -> None:
@@ -277,7 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
         if debug:
             raise
-        err.print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+        from stbench.errors import environment_error
+
+        user = environment_error(exc)  # a full disk or a read-only folder: the user's to fix
+        if user is not None:
+            err.print(f"error: {user.one_line()}", markup=False)
+            return user.exit_code
+        message = " ".join(str(exc).split())  # one line, whatever the exception says
+        err.print(f"internal error: {type(exc).__name__}: {message} (rerun with --debug for the "
                   "traceback)", markup=False)
         return 1
     return 0

@@ -194,7 +194,36 @@ def compose(overrides: list[str]) -> DictConfig:
                           fix="check the key=value overrides") from exc
     finally:
         GlobalHydra.instance().clear()
+    check_schema(cfg)
     return cfg
+
+
+def check_schema(node: DictConfig, prefix: str = "") -> None:
+    """Refuse settings the schema does not know (``+key=v``) or lacks (``~key=v``).
+
+    Hydra's ``+`` adds a key even to a typed node and ``~`` deletes one; either would be
+    silently ignored or crash the run later, so every node typed by a dataclass must hold
+    exactly that dataclass's fields.
+
+    Raises:
+        ConfigError: Naming the first unknown or removed key.
+    """
+    typ = OmegaConf.get_type(node)
+    if isinstance(typ, type) and dataclasses.is_dataclass(typ):
+        names = [f.name for f in dataclasses.fields(typ)]
+        extra = [k for k in node.keys() if k not in names]
+        if extra:
+            raise ConfigError(f"bad configuration: unknown setting '{prefix}{extra[0]}'",
+                              fix="check the key=value overrides (`stbench run --help`); "
+                                  "'+key=value' cannot add settings")
+        missing = [k for k in names if k not in node]
+        if missing:
+            raise ConfigError(f"bad configuration: setting '{prefix}{missing[0]}' was removed",
+                              fix="do not delete settings with '~key'; set a value instead")
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            check_schema(child, f"{prefix}{key}.")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -392,6 +392,18 @@ def safe_extract(archive: str | Path, target: str | Path, members: Sequence[str]
                             fix="do not use this archive")
         return out
 
+    def link_inside(link: Path, name: str) -> None:
+        """A link made through earlier links may point outside though its text does not."""
+        try:
+            resolved = link.resolve()
+        except (RuntimeError, OSError):  # a symlink loop
+            resolved = root.parent
+        if resolved != root and root not in resolved.parents:
+            link.unlink()
+            raise DataError(f"archive member {name!r} links outside the target folder through "
+                            "another link; extraction refused", where=str(archive),
+                            fix="do not use this archive; re-download it from the publisher")
+
     if tarfile.is_tarfile(archive):
         try:
             with tarfile.open(archive, "r:*") as tar:
@@ -421,6 +433,7 @@ def safe_extract(archive: str | Path, target: str | Path, members: Sequence[str]
                         if out.is_symlink() or out.exists():
                             out.unlink()
                         os.symlink(m.linkname, out)
+                        link_inside(out, m.name)
                     elif m.islnk():
                         src_rel = _strip(_safe_relpath(m.linkname, archive), strip)
                         if src_rel is not None and dest_for(src_rel).is_file():
@@ -466,6 +479,7 @@ def safe_extract(archive: str | Path, target: str | Path, members: Sequence[str]
                         if out.is_symlink() or out.exists():
                             out.unlink()
                         os.symlink(zf.read(info).decode("utf-8"), out)
+                        link_inside(out, info.filename)
                         continue
                     with zf.open(info) as src, open(out, "wb") as fh:
                         shutil.copyfileobj(src, fh, _CHUNK)

@@ -269,6 +269,7 @@ def load_user_descriptions(path: str | Path) -> dict[str, str]:
         )
     if not p.is_file():
         raise DataError(
+            "gene-description file is a directory" if p.is_dir() else
             "gene-description file not found",
             where=where,
             fix="check genes.descriptions=PATH points to an existing file",

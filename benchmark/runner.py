@@ -280,7 +280,7 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
                            {"stbench.method": meta.name, "stbench.kind": meta.kind,
                             "stbench.dataset": cfg.dataset.name, "stbench.split": cfg.split.name,
                             "stbench.seed": str(cfg.seed), "stbench.identity": identity})
-    ok = False
+    ok = finished = False
     try:
         tracker.log_params(parent, flatten(resolved))
         tracker.log_text(parent, to_yaml(cfg), "config.yaml")
@@ -312,14 +312,19 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
         tracker.log_text(parent, text, "result.json")
         if json_path:
             write_atomic(json_path, text)
+        # MLflow is told before the result checkpoint is saved: a run killed in between is
+        # resumed (all folds from checkpoints), never skipped with its parent left RUNNING
+        ok = True
+        tracker.finish(parent, ok)
+        finished = True
         checkpoint.save_result(result)
         write_atomic(Path(cfg.tracking.dir) / "results" / cfg.dataset.name /
                      f"{meta.name}_s{cfg.seed}_{identity[:10]}.json", text)
-        ok = True
         result["mlflow"] = {"tracking_uri": tracker.uri, "run_id": parent or None}
         return result
     finally:
-        tracker.finish(parent, ok)
+        if not finished:
+            tracker.finish(parent, ok)
 
 
 def _record_resumed_fold(tracker, parent: str, fold: dict) -> None:

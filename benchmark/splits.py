@@ -132,9 +132,15 @@ def read_gene_list(path: str | Path, what: str) -> list[str]:
         lines = p.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError as exc:
         raise DataError(f"{what} file not found", where=str(p), fix="check the path") from exc
-    except (UnicodeDecodeError, IsADirectoryError) as exc:
+    except IsADirectoryError as exc:
+        raise DataError(f"{what} file is a directory", where=str(p),
+                        fix="pass a text file with one gene symbol a line") from exc
+    except UnicodeDecodeError as exc:
         raise DataError(f"{what} file is not UTF-8 text", where=str(p),
                         fix="write one gene symbol a line") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read the {what} file ({exc.strerror or exc})", where=str(p),
+                        fix="check the path and its permissions") from exc
     genes = [ln.split("#", 1)[0].strip() for ln in lines]
     genes = [g for g in genes if g]
     if not genes:

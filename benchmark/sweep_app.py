@@ -25,10 +25,12 @@ register_configs()
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def job(cfg: DictConfig) -> float | None:
     """One (method, dataset, seed, ...) run; returns pcc_mean for Hydra's sweep summary."""
+    from stbench.config import check_schema
     from stbench.errors import UserError
     from stbench.runner import run
 
     try:
+        check_schema(cfg)
         result = run(cfg, progress=False)
     except UserError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)

@@ -88,8 +88,12 @@ class Tracker:
                                                                    artifact_location=location)
 
     def start(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
-        """Start a run (nested under ``parent`` when given) and return its id."""
-        tags = dict(tags)
+        """Start a run (nested under ``parent`` when given) and return its id.
+
+        Every run is tagged with the host and process that run it (``stbench.host``,
+        ``stbench.pid``), so that :meth:`fail_stale` can tell a killed attempt from a live one.
+        """
+        tags = {**_owner_tags(), **tags}
         if parent:
             tags["mlflow.parentRunId"] = parent
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
@@ -126,10 +130,16 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
     def fail_stale(self, identity: str) -> int:
-        """Mark RUNNING runs of an earlier, killed attempt with this identity as FAILED."""
-        stale = self.client.search_runs(
+        """Mark RUNNING runs of an earlier, killed attempt with this identity as FAILED.
+
+        Runs of a process still alive on this host (another worker sharing the study, or
+        this process) are left alone; runs started elsewhere cannot be checked and are
+        failed, as are runs without the owner tags.
+        """
+        running = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`stbench.identity` = '{identity}' and attributes.status = 'RUNNING'")
+        stale = [run for run in running if not _owner_alive(run.data.tags)]
         for run in stale:
             children = self.client.search_runs(
                 [self.experiment_id],
@@ -142,6 +152,39 @@ class Tracker:
 
     def finish(self, run_id: str, ok: bool) -> None:
         self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def _owner_tags() -> dict[str, str]:
+    import socket
+
+    return {"stbench.host": socket.gethostname(), "stbench.pid": str(os.getpid())}
+
+
+def _owner_alive(tags: dict[str, str]) -> bool:
+    """Whether the process named by a run's owner tags still runs on this host."""
+    import socket
+
+    if tags.get("stbench.host") != socket.gethostname():
+        return False
+    try:
+        pid = int(tags.get("stbench.pid", ""))
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    except OSError:
+        return False
+    try:  # a killed process not yet reaped by its parent is a zombie: dead for our purpose
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class NullTracker:

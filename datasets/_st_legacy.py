@@ -58,6 +58,8 @@ def open_text(path: Path) -> io.TextIOBase:
 def require_file(path: Path, what: str, fix: str) -> Path:
     """``path`` if it is a file, else a DataError naming it."""
     if not path.is_file():
+        if path.is_dir():
+            raise DataError(f"{what} is a directory, not a file", where=str(path), fix=fix)
         raise DataError(f"{what} not found", where=str(path), fix=fix)
     return path
 
@@ -122,7 +124,8 @@ def resolve_root(root: str | None, dataset_name: str) -> Path:
 
 def require_root(root: Path, dataset_name: str) -> Path:
     if not root.is_dir():
-        raise DataError(f"{dataset_name} data folder not found", where=str(root),
+        what = "is a file, not a folder" if root.exists() else "not found"
+        raise DataError(f"{dataset_name} data folder {what}", where=str(root),
                         fix=f"run `stbench data download {dataset_name} --root DIR` or set "
                             "dataset.root=DIR")
     return root
@@ -189,6 +192,40 @@ def to_count_matrix(matrix) -> sp.csr_matrix:
     return m
 
 
+def _read_counts_fast(path: Path, n_genes: int) -> tuple[list[str], np.ndarray] | None:
+    """Spot ids and values of a well-formed count table with numpy's C parser.
+
+    About twice as fast as pandas on 15,000-column tables. Returns None for anything
+    irregular (ragged rows, non-numeric cells, no rows); the pandas path then reads the file
+    again and names the problem.
+    """
+    try:
+        with open_text(path) as fh:
+            fh.readline()
+            lines = [line for line in fh.read().splitlines() if line.strip()]
+    except (OSError, EOFError, UnicodeDecodeError):
+        return None
+    if not lines:
+        return None
+    ids, rows = [], []
+    for line in lines:
+        head, sep, rest = line.partition("\t")
+        if not sep:
+            return None
+        ids.append(head.strip().strip('"'))
+        rows.append(rest)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = np.loadtxt(io.StringIO("\n".join(rows)), delimiter="\t", dtype=np.float64,
+                                ndmin=2)
+    except ValueError:
+        return None
+    if values.shape != (len(ids), n_genes):
+        return None
+    return ids, values
+
+
 def read_count_table(path: Path) -> tuple[list[str], list[str], sp.csr_matrix]:
     """A legacy-ST count table: spots x genes, spot ids in the first column.
 
@@ -214,11 +251,20 @@ def read_count_table(path: Path) -> tuple[list[str], list[str], sp.csr_matrix]:
         raise DataError("count file has no gene column", where=str(path), fix=fix_file)
     check_unique(genes, "gene names in the header", path,
                  "make gene names unique (sum or drop the repeated columns)")
+    fast = _read_counts_fast(path, len(genes))
+    if fast is not None:
+        ids, values = fast
+        check_unique(ids, "spot ids", path, "each spot must appear once in the count file")
+        check_counts(values, path)
+        return ids, genes, to_count_matrix(values)
     try:
         with open_text(path) as fh:
             df = pd.read_csv(fh, sep="\t", header=None, skiprows=1,
                              names=list(range(len(genes) + 1)), index_col=0,
                              dtype={0: str}, engine="c", low_memory=False)
+    except pd.errors.ParserError as exc:  # a ValueError too: ragged rows, bad quoting
+        raise DataError(f"cannot parse count file ({str(exc).splitlines()[0]})",
+                        where=str(path), fix=fix_file) from exc
     except (ValueError, TypeError) as exc:
         raise DataError(f"count file holds non-numeric values ({str(exc).splitlines()[0]})",
                         where=str(path), fix=fix_file) from exc
@@ -380,7 +426,8 @@ def check_image_file(path: Path) -> tuple[int, int]:
     cheap enough to run on every slide at load time.
     """
     if not path.is_file():
-        raise DataError("image file not found", where=str(path),
+        what = "is a directory, not a file" if path.is_dir() else "not found"
+        raise DataError(f"image file {what}", where=str(path),
                         fix="check dataset.root or re-download the images")
     size = image_header_size(path)
     if path.suffix.lower() in (".jpg", ".jpeg"):

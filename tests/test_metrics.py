@@ -400,3 +400,29 @@ def test_large_input_completes():
                   gene_mean_train=rng.normal(size=g), gene_var_train=rng.uniform(size=g))
     assert ev.counts["n_spots"] == n and ev.per_gene.shape[0] == g
     assert 0.6 < ev.metrics["pcc_mean"] < 0.8
+
+
+def test_row_blocked_moments_match_scipy_across_blocks(monkeypatch) -> None:
+    """Pearson from row blocks (several blocks here) keeps scipy's values, the constant-column
+    rule with large means, and float64 sums for float32 input."""
+    from scipy import stats
+
+    import stbench.metrics as metrics
+
+    monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 6 * 128)  # 128-row blocks
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(1100, 6)) + 1e6  # large means: centring matters
+    b = a * rng.normal(size=6) + rng.normal(size=(1100, 6))
+    a[:, 2] = 5.0  # constant truth column
+    b[:, 4] = -1.0  # constant prediction column
+    r, undefined = metrics.pearson_columns(a, b)
+    assert undefined.tolist() == [False, False, True, False, True, False]
+    assert np.isnan(r[undefined]).all()
+    for j in np.flatnonzero(~undefined):
+        assert r[j] == pytest.approx(stats.pearsonr(a[:, j], b[:, j])[0], abs=1e-10)
+    r32, _ = metrics.pearson_columns(a.astype(np.float32) - 1e6, b.astype(np.float32))
+    assert r32.dtype == np.float64
+    ev = metrics.evaluate(a, b, ["s"] * 1100, [f"g{j}" for j in range(6)],
+                          gene_mean_train=np.ones(6), gene_var_train=np.ones(6))
+    np.testing.assert_allclose(ev.per_gene["mse"].to_numpy(), ((a - b) ** 2).mean(0), rtol=1e-9)
+    np.testing.assert_allclose(ev.per_gene["mae"].to_numpy(), np.abs(a - b).mean(0), rtol=1e-9)

@@ -35,12 +35,13 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _start(tmp_path, env_extra, *args):
+def _start(tmp_path, env_extra, *args, dataset="tiny"):
+    """``stbench run --method slow_ridge`` in a subprocess (also used by test_fault_injection)."""
     script = tmp_path / "runner.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, FIT_LOG=str(tmp_path / "fits.log"), **env_extra)
     return subprocess.Popen([sys.executable, str(script), "run", "--method", "slow_ridge",
-                             "--dataset", "tiny", "--no-progress", "genes.split=none", *args],
+                             "--dataset", dataset, "--no-progress", "genes.split=none", *args],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 

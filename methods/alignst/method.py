@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta, SlideView
-from stbench.methods._torch_utils import (EarlyStopping, mean_gene_pcc, resolve_device, seed_all,
-                                         torch_threads)
+from stbench.methods._torch_utils import (EarlyStopping, FeatureScaler, mean_gene_pcc,
+                                         resolve_device, seed_all, torch_threads)
 
 from .model import (EDGE_BOTH, EDGE_GRID, EDGE_KNN, EDGE_SELF, AlignSTModel, GeneBatch,
                     ModelConfig, SpotBatch, alignment_loss, pcc_per_gene)
@@ -127,6 +127,9 @@ class AlignST(Method):
             test_context: Gene set the gene-interaction stage sees at prediction:
                 ``unseen`` (the requested genes only) or ``seen+unseen`` (plus the training
                 genes as context; their outputs are discarded).
+            scaling: Image-feature scaling from the training spots (``global``: centre, one
+                common scale; ``feature``: per-dimension z-scores; ``none``), see
+                ``stbench.methods._torch_utils.FeatureScaler``.
             device: ``auto`` (the harness's ``ctx.device``), ``cpu`` or ``cuda``.
             threads: Cap on torch's intra-op CPU threads during fit/predict (0 = leave as
                 set). On a small CPU shared with other jobs, 1 can be many times faster.
@@ -161,6 +164,7 @@ class AlignST(Method):
         similarity_bias: bool = True
         use_token_states: bool = True
         test_context: str = "unseen"
+        scaling: str = "global"
         device: str = "auto"
         threads: int = 0
 
@@ -283,7 +287,7 @@ class AlignST(Method):
     def _spot_batch(self, view: SlideView, y: np.ndarray | None = None) -> SpotBatch:
         """Tensors of one slide. Reads ``view.features`` only; ``y`` is passed in by fit."""
         f = view.features
-        x = (np.asarray(f["image"], np.float32) - self._img_mu) / self._img_sd
+        x = self._img_scaler.transform(f["image"]).astype(np.float32)
         dev = self._dev
         batch = SpotBatch(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(dev))
         n = x.shape[0]
@@ -339,8 +343,7 @@ class AlignST(Method):
         self._train_genes = list(train.genes)
 
         x = train.stack("image").astype(np.float64)
-        self._img_mu = x.mean(0).astype(np.float32)
-        self._img_sd = (x.std(0) + 1e-6).astype(np.float32)
+        self._img_scaler = FeatureScaler(cfg.scaling).fit(x)
 
         self._use_nuclei = bool(cfg.nuclei) and all(self._has_nuclei(v) for v in train.slides)
         n_nuc = 0
