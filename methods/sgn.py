@@ -128,10 +128,27 @@ class GeneWeightGenerator(nn.Module):
         special = torch.cat([self.cls, self.register], dim=1).expand(g, -1, -1)
         seq = torch.cat([special, tok], dim=1)
         keep = torch.cat([torch.ones(g, 2, dtype=torch.bool, device=mask.device), mask], dim=1)
-        out = self.encoder(seq, src_key_padding_mask=~keep)
-        head = self.head(out[:, 0])
+        pad = ~keep
+        layers = self.encoder.layers
+        for layer in layers[:-1]:
+            seq = layer(seq, src_key_padding_mask=pad)
+        head = self.head(_cls_only(layers[-1], seq, pad))
         w = F.normalize(head[:, : self.d_model], dim=1)
         return w, head[:, self.d_model]
+
+
+def _cls_only(layer: nn.TransformerEncoderLayer, seq: torch.Tensor, pad: torch.Tensor
+              ) -> torch.Tensor:
+    """Output of a post-LN ``TransformerEncoderLayer`` at position 0 only.
+
+    Only the CLS output is read, so the last layer needs one query per gene, not one per
+    token: same values as ``layer(seq)[:, 0]`` (tested), about 1.7x less work per step.
+    """
+    x = seq[:, :1]
+    attn = layer.self_attn(x, seq, seq, key_padding_mask=pad, need_weights=False)[0]
+    x = layer.norm1(x + layer.dropout1(attn))
+    ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))
+    return layer.norm2(x + layer.dropout2(ff))[:, 0]
 
 
 def sampled_gene_loss(pred: torch.Tensor, y: torch.Tensor, gene_idx: torch.Tensor,
@@ -199,7 +216,7 @@ class SGN(Method):
             "Yang, Hossain, Li, Rahman, Stone. Spatial Transcriptomics Analysis of Zero-shot "
             "Gene Expression Prediction. MICCAI 2024 (arXiv 2401.14772)"
         ),
-        version="1",
+        version="2",
         trained_on="seen",
     )
 

@@ -395,3 +395,22 @@ def test_global_scaling_does_not_explode_near_constant_dimensions():
     assert np.array_equal(FeatureScaler("none").fit(train).transform(test), test)
     with pytest.raises(ValueError):
         FeatureScaler("zscore")
+
+
+def test_sgn_weight_generator_cls_shortcut_equals_full_encoder():
+    import torch
+
+    from stbench.methods.sgn import GeneWeightGenerator
+
+    torch.manual_seed(0)
+    gen = GeneWeightGenerator(12, 16, 2, 4, 32, 0.1).eval()
+    states = torch.randn(5, 9, 12)
+    mask = torch.rand(5, 9) < 0.7
+    mask[:, 0] = True
+    w, b = gen(states, mask)
+    # reference: the whole stack on every position, then the CLS output
+    seq = torch.cat([torch.cat([gen.cls, gen.register], 1).expand(5, -1, -1), gen.proj(states)], 1)
+    keep = torch.cat([torch.ones(5, 2, dtype=torch.bool), mask], 1)
+    head = gen.head(gen.encoder(seq, src_key_padding_mask=~keep)[:, 0])
+    torch.testing.assert_close(w, torch.nn.functional.normalize(head[:, :16], dim=1))
+    torch.testing.assert_close(b, head[:, 16])
