@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta
+from stbench.methods._linear import pca_components
 
 
 def _mean_gene_pcc(y: np.ndarray, p: np.ndarray) -> float:
@@ -143,8 +144,7 @@ class Bilinear(Method):
         self._sd = x.std(0) + 1e-8 if cfg.standardise else np.ones(x.shape[1])
         xs = (x - self._mu) / self._sd
         k = max(1, min(int(cfg.n_components), xs.shape[0] - 1, xs.shape[1]))
-        _, _, vt = np.linalg.svd(xs, full_matrices=False)
-        self._components = vt[:k].T
+        self._components = pca_components(xs, k)
         self._z_mean = np.zeros(k)
         z = self._project(x)
         self._z_mean = z.mean(0)

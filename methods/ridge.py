@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
+from stbench.methods._linear import pca_components
 
 
 def mean_gene_pcc(y: np.ndarray, p: np.ndarray) -> float:
@@ -54,8 +55,7 @@ class Ridge(Method):
         self._mu, self._sd = x.mean(0), x.std(0) + 1e-8
         xs = (x - self._mu) / self._sd
         k = max(1, min(self.config.n_components, xs.shape[0] - 1, xs.shape[1]))
-        _, _, vt = np.linalg.svd(xs, full_matrices=False)
-        self._components = vt[:k].T
+        self._components = pca_components(xs, k)
         z = xs @ self._components
         self._z_mean, self._y_mean = z.mean(0), y.mean(0)
         zc, yc = z - self._z_mean, y - self._y_mean

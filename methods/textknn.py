@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
+from stbench.methods._linear import pca_components
 from stbench.methods._torch_utils import FeatureScaler, mean_gene_pcc_per_slide
 
 
@@ -43,8 +44,7 @@ class RidgeProbe:
         y = np.asarray(y, dtype=np.float64)
         xs = self.scaler.fit(x).transform(x)
         k = max(1, min(self.n_components, xs.shape[0] - 1, xs.shape[1]))
-        _, _, vt = np.linalg.svd(xs, full_matrices=False)
-        self.components = vt[:k].T
+        self.components = pca_components(xs, k)
         z = xs @ self.components
         self.z_mean, self.y_mean = z.mean(0), y.mean(0)
         u, s, wt = np.linalg.svd(z - self.z_mean, full_matrices=False)

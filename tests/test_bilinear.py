@@ -157,3 +157,19 @@ def test_fit_requires_gene_text() -> None:
     train = Bundle(with_expression(views[:2], exprs[:2], list(range(24))), genes)
     with pytest.raises(RuntimeError, match="gene text"):
         Bilinear().fit(train, None, FitContext())
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (30, 40)])
+def test_pca_components_span_the_svd_subspace(shape) -> None:
+    from stbench.methods._linear import pca_components
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape) @ np.diag(np.linspace(3, 0.1, shape[1]))
+    x -= x.mean(0)
+    k = 10
+    got = pca_components(x, k)
+    ref = np.linalg.svd(x, full_matrices=False)[2][:k].T
+    assert got.shape == (shape[1], k)
+    np.testing.assert_allclose(got.T @ got, np.eye(k), atol=1e-10)
+    # same subspace, same order: |cos| of matching directions is 1
+    np.testing.assert_allclose(np.abs(np.sum(got * ref, axis=0)), 1.0, atol=1e-8)
