@@ -229,11 +229,30 @@ def machine_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_PINNED_THREADS: int | None = None
+
+
+def pin_threads(n: int | None) -> None:
+    """Fix torch's intra-op threads at ``n`` (the run's ``threads`` setting); None unpins.
+
+    While pinned, :func:`configure_threads` (called when an encoder is built) leaves the
+    count alone: building an encoder must not undo ``threads=1``, which on a small shared
+    CPU makes training many times slower.
+    """
+    global _PINNED_THREADS
+    _PINNED_THREADS = int(n) if n else None
+    if _PINNED_THREADS:
+        import torch
+
+        torch.set_num_threads(_PINNED_THREADS)
+
+
 def configure_threads() -> None:
-    """``torch.set_num_threads`` to the machine's usable CPUs (once it differs)."""
+    """``torch.set_num_threads`` to the machine's usable CPUs (once it differs), unless a run
+    pinned the count (:func:`pin_threads`)."""
     import torch
 
-    n = machine_threads()
+    n = _PINNED_THREADS or machine_threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 

@@ -24,6 +24,10 @@ _BUILTIN_METHODS = {
     "textknn": "stbench.methods.textknn:TextKNN",
     "seen_mean": "stbench.methods.seen_mean:SeenMean",
     "shuffled_text": "stbench.methods.shuffled_text:ShuffledText",
+    "stnet": "stbench.methods.stnet:STNet",
+    "histogene": "stbench.methods.histogene:HisToGene",
+    "bleep": "stbench.methods.bleep:BLEEP",
+    "hist2st": "stbench.methods.hist2st:Hist2ST",
 }
 _BUILTIN_DATASETS = {
     "demo": "stbench.datasets.demo:DemoDataset",

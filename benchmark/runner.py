@@ -236,10 +236,9 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
     marks the MLflow runs FAILED and writes no result.
     """
     started = time.perf_counter()
-    if cfg.threads > 0:
-        import torch
+    from stbench.encoders import pin_threads
 
-        torch.set_num_threads(cfg.threads)
+    pin_threads(cfg.threads if cfg.threads > 0 else None)
     seed_everything(cfg.seed)
     method_cls: type[Method] = METHODS.get(cfg.method.name)
     dataset_cls: type[Dataset] = DATASETS.get(cfg.dataset.name)

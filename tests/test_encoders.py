@@ -197,3 +197,24 @@ def test_encoders_are_registered_with_hydra_configs():
     assert cfg.encoder.name == "timm" and list(cfg.encoder.mean) == [0.5, 0.5, 0.5]
     cfg = compose(["encoder=efficientnet_lite0", "encoder.batch_size=8"])
     assert cfg.encoder.batch_size == 8 and cfg.encoder.input_size == 224
+
+
+def test_building_an_encoder_keeps_the_pinned_thread_count():
+    """``threads=1`` of a run must survive the encoder's own thread set-up."""
+    import torch
+
+    from stbench.encoders import configure_threads, pin_threads
+
+    before = torch.get_num_threads()
+    try:
+        pin_threads(1)
+        configure_threads()  # what every TorchImageEncoder does when built
+        assert torch.get_num_threads() == 1
+        pin_threads(None)
+        configure_threads()
+        from stbench.encoders import machine_threads
+
+        assert torch.get_num_threads() == machine_threads()
+    finally:
+        pin_threads(None)
+        torch.set_num_threads(before)

@@ -2,7 +2,9 @@
 
 Prints a table comparing end-to-end ``encode_slide`` (decode the full-resolution JPEG, crop,
 resize, encode) with the bare backbone forward on the same batches already in memory, and the
-same end-to-end pass with the PROPOSED torchvision JPEG decoder (:func:`read_rgb_torchvision`);
+same end-to-end pass decoding through :func:`read_rgb_torchvision` directly (a cross-check:
+``stbench.imageio.read_rgb`` has used this torchvision/libjpeg-turbo decoder for JPEGs since
+it was proposed here, so both passes should now agree);
 the stage breakdown; and the peak resident memory (``resource.getrusage``) of extraction alone
 (child processes, one per decoder) and of the whole run.
 
@@ -64,7 +66,7 @@ def load_section(shared: Path, section: str, max_spots: int | None = None):
 
 
 def read_rgb_torchvision(path: Path) -> np.ndarray:
-    """The PROPOSED decoder for ``stbench.imageio.read_rgb``: JPEGs through
+    """The torchvision decoder (now ``stbench.imageio.read_rgb``'s JPEG path): JPEGs through
     ``torchvision.io.decode_jpeg`` (libjpeg-turbo into one preallocated tensor; pixel-identical
     to Pillow on the her2st JPEGs), other formats through Pillow."""
     from stbench.imageio import read_rgb

@@ -127,9 +127,13 @@ class AlignST(Method):
             test_context: Gene set the gene-interaction stage sees at prediction:
                 ``unseen`` (the requested genes only) or ``seen+unseen`` (plus the training
                 genes as context; their outputs are discarded).
-            scaling: Image-feature scaling from the training spots (``global``: centre, one
-                common scale; ``feature``: per-dimension z-scores; ``none``), see
-                ``stbench.methods._torch_utils.FeatureScaler``.
+            scaling: Image-feature scaling from the training spots (``feature``: per-dimension
+                z-scores, the default; ``global``: centre, one common scale; ``none``), see
+                ``stbench.methods._torch_utils.FeatureScaler``. Per-dimension z-scores suit
+                encoders whose dimensions have different units (demo, handcrafted features,
+                seed 0: unseen-gene pcc_mean 0.316 with ``feature`` vs 0.095 with ``global``);
+                the input MLP ends in a LayerNorm, which bounds what outlying dimensions of
+                deep features can do.
             device: ``auto`` (the harness's ``ctx.device``), ``cpu`` or ``cuda``.
             threads: Cap on torch's intra-op CPU threads during fit/predict (0 = leave as
                 set). On a small CPU shared with other jobs, 1 can be many times faster.
@@ -164,7 +168,7 @@ class AlignST(Method):
         similarity_bias: bool = True
         use_token_states: bool = True
         test_context: str = "unseen"
-        scaling: str = "global"
+        scaling: str = "feature"
         device: str = "auto"
         threads: int = 0
 
