@@ -38,6 +38,8 @@ def test_alignst_beats_shuffled_descriptions_and_mean_on_demo(tmp_path) -> None:
     figures = (f"alignst {np.round(real, 3)} shuffled {np.round(shuffled, 3)} "
                f"mean_expression {np.round(mean, 3)}")
     print(figures)
+    # Measured (seeds 0, 1; handcrafted features, minilm text, 30 epochs): alignst 0.316 / 0.304,
+    # shuffled descriptions 0.084 / 0.046, mean_expression 0 / 0; about 3.5 min on 1 thread.
     assert np.mean(real) > 0.25, figures
     assert np.mean(real) - np.mean(shuffled) > 0.15, figures
     assert min(r - s for r, s in zip(real, shuffled)) > 0.05, figures
