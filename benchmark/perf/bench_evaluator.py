@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 import warnings
 from pathlib import Path
@@ -33,20 +32,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 
 import numpy as np  # noqa: E402
 
+from stbench.perf._common import peak_rss_mb, timed as _timed, two_column_table as _table
+
 TARGET_SPEEDUP = 50.0
 TARGET_SECONDS = 1.0
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _timed(fn):
-    """``(result, wall seconds, process CPU seconds)`` of ``fn()``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def make_fold(n_spots: int, n_genes: int, n_slides: int, seed: int = 0, dtype=np.float64):
@@ -138,11 +127,6 @@ def bench(args: argparse.Namespace) -> dict:
     res["pass_seconds"] = bool(res["vectorised_wall_s"] < TARGET_SECONDS)
     res["pass_seconds_cpu"] = bool(res["vectorised_cpu_s"] < TARGET_SECONDS)
     return res
-
-
-def _table(rows: list[tuple[str, str]]) -> str:
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"| {k.ljust(width)} | {v} |" for k, v in rows)
 
 
 def _fmt(r: dict, key: str) -> str:

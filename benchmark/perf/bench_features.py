@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -31,15 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from stbench.perf._common import peak_rss_mb, timed as _timed, two_column_table as _table
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: CPU time = work
 
 HER2ST_MPP = 0.69  # ~200 um spot pitch over ~290 px (shared/README.md)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def load_section(shared: Path, section: str, max_spots: int | None = None):
@@ -198,18 +194,6 @@ def bench(args: argparse.Namespace) -> dict:
         res[f"ratio_{key}_over_fwd_wall"] = best["fwd"][0] / best[key][0]
         res[f"ratio_{key}_over_fwd_cpu"] = best["fwd"][1] / best[key][1]
     return res
-
-
-def _timed(fn):
-    """``(result, wall seconds, process CPU seconds)`` of ``fn()``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
-
-
-def _table(rows: list[tuple[str, str]]) -> str:
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"| {k.ljust(width)} | {v} |" for k, v in rows)
 
 
 def main(argv: list[str] | None = None) -> int:

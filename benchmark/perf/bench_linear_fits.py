@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 from pathlib import Path
 
@@ -35,17 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 
 import numpy as np  # noqa: E402
 
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _timed(fn):
-    """``(result, wall seconds, process CPU seconds)`` of ``fn()``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
+from stbench.perf._common import peak_rss_mb, timed as _timed, two_column_table as _table
 
 
 def make_problem(n_spots: int, n_genes: int, n_slides: int, d_img: int, d_text: int,
@@ -175,11 +164,6 @@ def _mean_pcc(y: np.ndarray, p: np.ndarray) -> float:
 
     r, _ = pearson_columns(y, p)
     return float(np.nanmean(r))
-
-
-def _table(rows: list[tuple[str, str]]) -> str:
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"| {k.ljust(width)} | {v} |" for k, v in rows)
 
 
 def main(argv: list[str] | None = None) -> int:

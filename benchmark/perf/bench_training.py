@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -57,15 +56,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
+from stbench.perf._common import peak_rss_mb
+
 D_IMG, D_TEXT, T_TOKENS, MAX_NUCLEI, N_NUC_FEAT = 1280, 384, 128, 32, 11
 #: Default gene grids: trained genes per slide-epoch. sgn's steps hold ALL of them at once
 #: (genes_per_step = G; 5.3 GiB peak at 512), so its grid is centred on its default of 64.
 GENES_GRID = {"alignst": [64, 128, 256, 512], "sgn": [32, 64, 128, 256]}
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def cscc_genes(shared: str) -> int:
