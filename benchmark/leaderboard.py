@@ -21,7 +21,7 @@ Rows are (method, configuration hash) pairs; the hash (:func:`config_hash`) cove
 version and every method-side setting (method hyperparameters, image encoder, features,
 tuning, gene-text settings, validation-gene fraction) and none of the protocol, the seed or
 the bookkeeping (tracking, cache, device). Each row aggregates every (seed, fold) *unit* of its
-files: metrics are mean ± sample standard deviation (``ddof=1``; 0 for a single unit) over
+files: metrics are mean ± sample standard deviation (``ddof=1``; no ± for a single unit) over
 folds x seeds.
 
 Statistics (the reference row is the best zero-shot row by mean ``pcc_mean``; the best row of
@@ -819,6 +819,8 @@ def fmt_num(x: float | None, digits: int = 3) -> str:
 def fmt_stat(s: Stat | None, digits: int = 3) -> str:
     if s is None or not s.n:
         return "–"
+    if s.n == 1:  # one fold x one seed: there is no spread to show
+        return fmt_num(s.mean, digits)
     return f"{fmt_num(s.mean, digits)} ± {fmt_num(s.std, digits)}"
 
 

@@ -467,3 +467,10 @@ def test_render_html_escapes_names(tmp_path):
     b = board_of(tmp_path, {"a.json": make_result("zs<b>", "zero_shot", 0, [0.2])})
     html = render_html(b, plots=False)
     assert "zs<b>" not in html and "zs&lt;b&gt;" in html
+
+
+def test_a_single_unit_shows_no_spread():
+    from stbench.leaderboard import Stat, fmt_stat
+
+    assert fmt_stat(Stat(0.0848, 0.0, 1)) == "0.085"
+    assert fmt_stat(Stat(0.35, 0.1291, 4)) == "0.350 ± 0.129"
