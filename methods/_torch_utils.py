@@ -5,7 +5,9 @@
 * :class:`EarlyStopping`: keeps the best ``state_dict`` by a validation score and restores it;
 * :func:`grid_edges`, :func:`knn_edges`, :func:`slide_edges`: the spot graphs (SGN's two edge
   types), taken from the harness's ``graph`` features when present, else built here;
-* :class:`FeatureScaler`: training-set feature scaling (``global`` by default: see there).
+* :class:`FeatureScaler`: training-set feature scaling (``global`` by default: see there);
+* :func:`validation_target`, :func:`fit_with_early_stopping`, :func:`gene_columns`: the
+  epoch loop with early stopping of the supervised references.
 
 Edge convention everywhere: ``(2, n_edges)`` int64, row 0 = source (the neighbour whose
 message is sent), row 1 = target (the spot that aggregates), indices local to one slide,
@@ -17,14 +19,14 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
-from stbench.method import Bundle, SlideView
+from stbench.method import Bundle, FitContext, SlideView
 
 #: Radius (in grid units) and neighbour cap of SGN's spatial edges; k of its feature kNN.
 GRID_RADIUS = math.sqrt(2.0)
@@ -229,3 +231,82 @@ def resolve_device(device: str | None) -> torch.device:
     if device and str(device).startswith("cuda") and torch.cuda.is_available():
         return torch.device(device)
     return torch.device("cpu")
+
+
+# Training loop shared by the supervised references (stnet, histogene, bleep, hist2st)
+
+
+def validation_target(val: Bundle | None, genes: list[str]
+                      ) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
+    """``(y_val, slide_index, cols)`` for early stopping, or ``None`` without validation data.
+
+    ``y_val`` holds the validation slides' expression of the validation genes that are also
+    training genes; ``cols`` are those genes' columns in ``genes`` (the model's outputs).
+    """
+    if val is None or not val.slides or not val.genes:
+        return None
+    index = {g: i for i, g in enumerate(genes)}
+    keep = [j for j, g in enumerate(val.genes) if g in index]
+    if not keep:
+        return None
+    y = val.expression()[:, keep].astype(np.float64)
+    return y, val.slide_index(), [index[val.genes[j]] for j in keep]
+
+
+def fit_with_early_stopping(net: torch.nn.Module, train_epoch: Callable[[int], float],
+                            val_predict: Callable[[], np.ndarray] | None,
+                            target: tuple[np.ndarray, np.ndarray, list[int]] | None,
+                            max_epochs: int, patience: int, epochs_no_val: int,
+                            ctx: FitContext, name: str) -> dict[str, Any]:
+    """Train for at most ``max_epochs`` epochs, stopping on the validation slides' PCC.
+
+    Args:
+        net: The module whose best ``state_dict`` is kept and restored.
+        train_epoch: Runs one epoch (``net`` is in train mode), returns its mean loss.
+        val_predict: Predicts the validation spots (all training genes, in the order of
+            ``target``'s rows); called under ``torch.no_grad`` with ``net`` in eval mode.
+        target: :func:`validation_target`'s output; ``None`` trains ``epochs_no_val`` epochs.
+
+    Returns:
+        ``{"history": [...], "best_epoch": int | None, "best_val_pcc": float | None}``.
+    """
+    has_val = target is not None and val_predict is not None
+    epochs = int(max_epochs) if has_val else int(epochs_no_val)
+    stopper = EarlyStopping(patience)
+    advance = ctx.progress(f"{name} epochs", epochs)
+    history: list[dict[str, float]] = []
+    for epoch in range(epochs):
+        net.train()
+        loss = float(train_epoch(epoch))
+        record = {"epoch": epoch, "train_loss": loss}
+        ctx.log_metric("train_loss", loss, epoch)
+        stop = False
+        if has_val:
+            y, slide, cols = target  # type: ignore[misc]
+            net.eval()
+            with torch.no_grad():
+                pred = np.asarray(val_predict())[:, cols]  # type: ignore[misc]
+            score = mean_gene_pcc_per_slide(y, pred, slide)
+            record["val_pcc"] = score
+            ctx.log_metric("val_pcc", score, epoch)
+            ctx.report(score, epoch)  # lets a tuning pruner stop a bad trial
+            stop = stopper.step(score, net)
+        history.append(record)
+        advance()
+        if stop:
+            break
+    if has_val:
+        stopper.restore(net)
+    net.eval()
+    return {"history": history,
+            "best_epoch": stopper.best_step if has_val else None,
+            "best_val_pcc": stopper.best_score if has_val else None}
+
+
+def gene_columns(trained: list[str], genes: list[str], method: str) -> list[int]:
+    """Columns of ``genes`` among the ``trained`` genes; raises for a gene never trained on."""
+    index = {g: i for i, g in enumerate(trained)}
+    missing = [g for g in genes if g not in index]
+    if missing:
+        raise ValueError(f"{method} was not trained on genes {missing[:5]}")
+    return [index[g] for g in genes]

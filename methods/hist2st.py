@@ -43,9 +43,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
-from stbench.methods._torch_utils import FeatureScaler, resolve_device, seed_all, slide_edges
+from stbench.methods._torch_utils import (FeatureScaler, fit_with_early_stopping, gene_columns,
+                                         resolve_device, seed_all, slide_edges,
+                                         validation_target)
 from stbench.methods.histogene import TransformerBlock, grid_positions
-from stbench.methods.stnet import fit_with_early_stopping, gene_columns, validation_target
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks

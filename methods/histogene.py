@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
-from stbench.methods._torch_utils import FeatureScaler, resolve_device, seed_all
-from stbench.methods.stnet import fit_with_early_stopping, gene_columns, validation_target
+from stbench.methods._torch_utils import (FeatureScaler, fit_with_early_stopping, gene_columns,
+                                         resolve_device, seed_all, validation_target)
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks (vit-pytorch's pre-LN transformer, as vendored by HisToGene and Hist2ST)
