@@ -16,7 +16,6 @@ and assert the same things.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import shutil
 import struct
@@ -29,21 +28,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fixture_data import fixture_generator
 from stbench.cli import main
 
 
-def _generator():
-    name = "stbench_test_make_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parent / "fixtures" / "make_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-gen = _generator()
+gen = fixture_generator()
 
 #: (argv, what the error line must contain: one string or a tuple of them) or
 #: (argv, check of an accepted input's stdout)

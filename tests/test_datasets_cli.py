@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import tarfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
+from fixture_data import fixture_generator
 from stbench import download as dl
 from stbench.cli_data import app
 from stbench.errors import ConfigError, DataError
 from typer.testing import CliRunner
 
 
-def _generator():
-    name = "stbench_test_make_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parent / "fixtures" / "make_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-gen = _generator()
+gen = fixture_generator()
 runner = CliRunner()
 
 

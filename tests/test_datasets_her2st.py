@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixture_data import fixture_generator
 from stbench.data import FileImage
 from stbench.datasets._st_legacy import DataWarning
 from stbench.datasets.her2st import Her2stConfig, Her2stDataset
@@ -18,21 +18,7 @@ from stbench.errors import ConfigError, DataError
 EXPECTED = {"B4": 283, "C2": 187, "C3": 180, "C4": 184, "C5": 181}
 
 
-def _generator():
-    """tests/fixtures/make_fixtures.py, imported by path (tests/ is not a package)."""
-    import sys
-
-    name = "stbench_test_make_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parent / "fixtures" / "make_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-gen = _generator()
+gen = fixture_generator()
 
 
 def _one_line(err: pytest.ExceptionInfo) -> str:

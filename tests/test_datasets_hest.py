@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from fixture_data import fixture_generator
 from stbench.datasets.hest import HestConfig, HestDataset
 from stbench.errors import ConfigError, DataError
 
 
-def _generator():
-    name = "stbench_test_make_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parent / "fixtures" / "make_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-gen = _generator()
+gen = fixture_generator()
 
 
 @pytest.fixture(scope="module")
