@@ -2,7 +2,7 @@
 
 import sys
 
-from stbench.cli import main
+from stbench.cli.app import main
 
 
 def entry() -> None:

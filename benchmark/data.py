@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -73,13 +72,13 @@ class FileImage(ImageSource):
     @property
     def size(self) -> tuple[int, int]:
         if self._size is None:
-            from stbench.imageio import image_size
+            from stbench.io.images import image_size
 
             self._size = image_size(self.path)
         return self._size
 
     def read(self) -> np.ndarray:
-        from stbench.imageio import read_rgb
+        from stbench.io.images import read_rgb
 
         return read_rgb(self.path)
 
@@ -168,20 +167,3 @@ class Dataset(ABC):
     def literature_panel(self) -> list[str] | None:
         """The published gene panel, where the dataset has one."""
         return None
-
-
-def select_sections(slides: Sequence[Slide], wanted: Sequence[str], source: str) -> list[Slide]:
-    """Keep the slides named in ``wanted`` (all when empty), in the order given."""
-    from stbench.errors import ConfigError
-
-    if not wanted:
-        return list(slides)
-    by_name = {s.name: s for s in slides}
-    missing = [w for w in wanted if w not in by_name]
-    if missing:
-        raise ConfigError(
-            f"sections {missing} not found",
-            where=source,
-            fix=f"choose from {sorted(by_name)} in dataset.sections",
-        )
-    return [by_name[w] for w in wanted]

@@ -66,7 +66,7 @@ class SlideView:
         features: Feature kind -> array, filled for the kinds in ``MethodMeta.needs``:
             ``image`` (n_spots, d) float32 pooled patch embedding;
             ``nuclei`` (n_spots, max_nuclei, n_features) float32 per-nucleus features
-            (see ``stbench.nuclei.NUCLEUS_FEATURES``) with ``nuclei_mask``
+            (see ``stbench.features.nuclei.NUCLEUS_FEATURES``) with ``nuclei_mask``
             (n_spots, max_nuclei) bool (True = a real nucleus);
             ``graph`` gives ``edges_grid`` and ``edges_knn``, (2, n_edges) int64 (source,
             target) spot indices local to the slide: grid neighbours and image-feature kNN.

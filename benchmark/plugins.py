@@ -38,10 +38,10 @@ _BUILTIN_DATASETS = {
     "h5ad": "stbench.datasets.h5ad:H5adDataset",
 }
 _BUILTIN_ENCODERS = {
-    "handcrafted": "stbench.features:HandcraftedEncoder",
-    "efficientnet_lite0": "stbench.encoders:EfficientNetLite0Encoder",
-    "timm": "stbench.encoders:TimmEncoder",
-    "open_clip": "stbench.encoders:OpenClipEncoder",
+    "handcrafted": "stbench.features.handcrafted:HandcraftedEncoder",
+    "efficientnet_lite0": "stbench.features.image_encoders:EfficientNetLite0Encoder",
+    "timm": "stbench.features.image_encoders:TimmEncoder",
+    "open_clip": "stbench.features.image_encoders:OpenClipEncoder",
 }
 
 for _name, _target in _BUILTIN_METHODS.items():

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from stbench.method import Bundle, FitContext, Method, MethodMeta, SlideView
-from stbench.text import build_gene_text
+from stbench.features.gene_text import build_gene_text
 
 _WORDS = ["immune response", "cell cycle", "extracellular matrix", "keratinization",
           "angiogenesis", "lipid metabolism"]

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 from stbench.data import Dataset, DatasetCard, DatasetConfig, Slide
-from stbench.datasets import _st_legacy as legacy
+from stbench.datasets import _legacy_st as legacy
+from stbench.datasets import _readers as readers
 from stbench.errors import DataError
+from stbench.ranges import bounded
 
 PANEL_FILE = "cscc_171.txt"
 _NAME = re.compile(r"^(?P<patient>P\d+)_ST_(?P<rep>rep\d+)$")
@@ -47,10 +49,10 @@ class CsccConfig(DatasetConfig):
     """
 
     panel_file: Optional[str] = None
-    microns_per_pixel: Optional[float] = None
-    pitch_um: float = legacy.LEGACY_PITCH_UM
-    patch_um: float = 112.0
-    min_spots: int = 10
+    microns_per_pixel: Optional[float] = bounded(None, "> 0")
+    pitch_um: float = bounded(legacy.LEGACY_PITCH_UM, "> 0")
+    patch_um: float = bounded(112.0, "> 0")
+    min_spots: int = bounded(10, ">= 1")
     unmatched_counts: str = "drop"
 
 
@@ -99,10 +101,10 @@ class CsccDataset(Dataset):
 
     @property
     def root(self) -> Path:
-        return legacy.resolve_root(getattr(self.config, "root", None), "cscc")
+        return readers.resolve_root(getattr(self.config, "root", None), "cscc")
 
     def _listing(self) -> list[Path]:
-        root = legacy.require_root(self.root, "cscc")
+        root = readers.require_root(self.root, "cscc")
         return sorted(p for p in root.iterdir() if p.is_file())
 
     def available_sections(self) -> list[str]:
@@ -134,7 +136,7 @@ class CsccDataset(Dataset):
 
     def load(self) -> list[Slide]:
         cfg = self.config
-        names = legacy.select_names(self.available_sections(), list(cfg.sections or []),
+        names = readers.select_names(self.available_sections(), list(cfg.sections or []),
                                     "dataset.sections")
         slides = []
         for name in names:
@@ -147,11 +149,11 @@ class CsccDataset(Dataset):
                 unmatched_counts=cfg.unmatched_counts, extra_record={"replicate": rep})
             self.report[name] = dict(slide.adata.uns["stbench"])
             slides.append(slide)
-        return legacy.finish(slides, self.root)
+        return readers.finish(slides, self.root)
 
     @property
     def dropped_border(self) -> dict[str, int]:
         return {k: int(v.get("dropped_border", 0)) for k, v in self.report.items()}
 
     def literature_panel(self) -> list[str]:
-        return legacy.find_literature_panel("cscc", self.root, self.config.panel_file, PANEL_FILE)
+        return readers.find_literature_panel("cscc", self.root, self.config.panel_file, PANEL_FILE)

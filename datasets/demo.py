@@ -26,6 +26,7 @@ import numpy as np
 
 from stbench.data import ArrayImage, Dataset, DatasetCard, DatasetConfig, Slide
 from stbench.errors import ConfigError
+from stbench.ranges import bounded
 
 #: The latent tissue programmes, in the column order of every loading / activity matrix.
 PROGRAMMES: tuple[str, ...] = (
@@ -128,7 +129,7 @@ def _stable_order(symbols: Sequence[str], salt: str) -> list[str]:
 @lru_cache(maxsize=1)
 def _candidates() -> tuple[dict[str, str], dict[str, list[str]]]:
     """Descriptions of well-annotated genes and, per programme (and ``none``), its members."""
-    from stbench.genes import DescriptionTable
+    from stbench.features.descriptions import DescriptionTable
 
     table = DescriptionTable.shipped()
     texts: dict[str, str] = {}
@@ -320,20 +321,28 @@ def _stamp(
     return idx, w[inside]
 
 
-def _render(rng: np.random.Generator, fields: _Fields, width: int, height: int) -> np.ndarray:
-    """An (H, W, 3) uint8 H&E-like image whose local texture encodes the programme activities.
+#: Column of each programme in ``_Fields.at`` (the order of :data:`PROGRAMMES`).
+_IMM, _KER, _PRO, _STRO, _ANG = range(len(PROGRAMMES))
 
-    Immune: many small round dark nuclei (lymphocytes). Keratinisation: pale, glassy
-    eosinophilic keratin pearls (concentric rings) with no nuclei. Proliferation: large,
-    crowded, hyperchromatic nuclei on basophilic cytoplasm. Stroma: pink fibre streaks with
-    spindle nuclei aligned to them. Angiogenesis: vessel lumens full of red erythrocytes,
-    lined by flat endothelial nuclei. Sparse generic nuclei everywhere.
-    """
-    imm, ker, pro, stro, ang = range(len(PROGRAMMES))
+
+def _keep(fields: _Fields, k: int, power: float = 1.0) -> Callable[[np.ndarray], np.ndarray]:
+    """Thinning probability of programme ``k``: its activity at a point, to ``power``."""
+    return lambda xy: fields.at(xy)[:, k] ** power
+
+
+def _fibre_angle(aux: _Fields, xy: np.ndarray) -> np.ndarray:
+    """Stroma fibre orientation (radians) at ``xy`` from the auxiliary fields."""
+    b = aux.at(xy)
+    return np.pi * (b[:, 0] + 0.7 * b[:, 1])
+
+
+def _base_stains(
+    rng: np.random.Generator, fields: _Fields, aux: _Fields, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eosin, haematoxylin and erythrocyte concentrations (OD units, (H, W) each) before any
+    cell is drawn: stroma fibres, keratin tint, basophilic proliferating cytoplasm."""
     stride = 8
-    # Smooth random fibre-orientation and fibre-phase fields (independent of the programmes).
-    aux = _make_fields(rng, width, height, np.ones(len(PROGRAMMES)))
-    wanted = [ker, pro, stro]
+    wanted = [_KER, _PRO, _STRO]
 
     def coarse_fn(xy: np.ndarray) -> np.ndarray:
         a, b = fields.at(xy), aux.at(xy)
@@ -343,8 +352,6 @@ def _render(rng: np.random.Generator, fields: _Fields, width: int, height: int) 
     coarse = _coarse_grid(coarse_fn, stride, height, width)
     a_ker, a_pro, a_stro, cos_phi, sin_phi, phase = _upsample(coarse, stride, height, width)
     noise = rng.standard_normal((3, height, width), dtype=np.float32)
-
-    # Stain concentrations (optical-density units).
     xx = np.arange(width, dtype=np.float32)[None, :]
     yy = np.arange(height, dtype=np.float32)[:, None]
     proj = xx * cos_phi + yy * sin_phi
@@ -352,38 +359,41 @@ def _render(rng: np.random.Generator, fields: _Fields, width: int, height: int) 
     c_e = 0.16 + 0.04 * noise[1] + a_stro * (0.15 + 0.55 * fibre) + 0.12 * a_ker
     c_h = (0.03 + 0.015 * noise[2]) * (1.0 - 0.8 * a_ker) + 0.14 * a_pro
     c_r = np.zeros((height, width), np.float32)
-    del proj, fibre, noise, a_ker, a_pro, a_stro, cos_phi, sin_phi, phase
+    return c_e, c_h, c_r
 
-    def fibre_angle(xy: np.ndarray) -> np.ndarray:
-        b = aux.at(xy)
-        return np.pi * (b[:, 0] + 0.7 * b[:, 1])
 
-    def keep(k: int, power: float = 1.0) -> Callable[[np.ndarray], np.ndarray]:
-        return lambda xy: fields.at(xy)[:, k] ** power
-
+def _draw_nuclei(rng: np.random.Generator, fields: _Fields, aux: _Fields, c_h: np.ndarray) -> None:
+    """Generic sparse nuclei, stroma spindle nuclei, proliferating and immune nuclei into
+    ``c_h`` (in place)."""
+    height, width = c_h.shape
     # Generic sparse nuclei.
     p = _sample_points(rng, 1 / 1400, width, height, lambda xy: np.ones(len(xy)))
     n = len(p)
     _stamp(c_h, p, rng.uniform(2.8, 4.0, n), rng.uniform(2.2, 3.2, n),
            rng.uniform(0, np.pi, n), rng.uniform(0.55, 0.75, n), rng, texture=0.15)
     # Stroma: spindle nuclei aligned with the fibres.
-    p = _sample_points(rng, 1 / 450, width, height, keep(stro, 1.5))
+    p = _sample_points(rng, 1 / 450, width, height, _keep(fields, _STRO, 1.5))
     n = len(p)
-    theta = fibre_angle(p) + np.pi / 2 + rng.normal(0, 0.15, n)
+    theta = _fibre_angle(aux, p) + np.pi / 2 + rng.normal(0, 0.15, n)
     _stamp(c_h, p, rng.uniform(7.0, 10.0, n), rng.uniform(1.3, 1.9, n), theta,
            rng.uniform(0.6, 0.8, n), rng, texture=0.1)
     # Proliferation: large, crowded, hyperchromatic nuclei.
-    p = _sample_points(rng, 1 / 190, width, height, keep(pro, 1.5))
+    p = _sample_points(rng, 1 / 190, width, height, _keep(fields, _PRO, 1.5))
     n = len(p)
     _stamp(c_h, p, rng.uniform(5.0, 7.0, n), rng.uniform(4.0, 5.5, n),
            rng.uniform(0, np.pi, n), rng.uniform(1.0, 1.3, n), rng, texture=0.25)
     # Immune: lymphocytes, small round very dark nuclei.
-    p = _sample_points(rng, 1 / 22, width, height, keep(imm, 2.0))
+    p = _sample_points(rng, 1 / 22, width, height, _keep(fields, _IMM, 2.0))
     n = len(p)
     _stamp(c_h, p, rng.uniform(2.0, 2.7, n), rng.uniform(1.8, 2.4, n),
            rng.uniform(0, np.pi, n), rng.uniform(1.1, 1.4, n), rng, texture=0.05)
-    # Angiogenesis: erythrocyte-filled lumens with a thin endothelial rim.
-    p = _sample_points(rng, 1 / 800, width, height, keep(ang, 1.5))
+
+
+def _draw_vessels(rng: np.random.Generator, fields: _Fields, c_e: np.ndarray, c_h: np.ndarray,
+                  c_r: np.ndarray) -> None:
+    """Angiogenesis: erythrocyte-filled lumens with a thin endothelial rim (in place)."""
+    height, width = c_h.shape
+    p = _sample_points(rng, 1 / 800, width, height, _keep(fields, _ANG, 1.5))
     n = len(p)
     a_v, b_v, t_v = rng.uniform(8.0, 14.0, n), rng.uniform(5.0, 8.0, n), rng.uniform(0, np.pi, n)
     idx, w = _stamp(c_r, p, a_v, b_v, t_v, rng.uniform(0.5, 0.8, n), rng, texture=0.35)
@@ -391,8 +401,14 @@ def _render(rng: np.random.Generator, fields: _Fields, width: int, height: int) 
     c_e.reshape(-1)[idx] *= 1.0 - 0.7 * w
     rim = lambda r, u, v: np.clip(1.0 - np.abs(r - 0.95) * 6.0, 0.0, 1.0)  # noqa: E731
     _stamp(c_h, p, a_v + 1.5, b_v + 1.5, t_v, np.full(n, 0.7), rng, profile=rim)
-    # Keratinisation: pearls of concentric eosinophilic keratin; they push nuclei aside.
-    p = _sample_points(rng, 1 / 1100, width, height, keep(ker, 1.2))
+
+
+def _draw_keratin(rng: np.random.Generator, fields: _Fields, c_e: np.ndarray,
+                  c_h: np.ndarray) -> None:
+    """Keratinisation: pearls of concentric eosinophilic keratin that push nuclei aside (in
+    place)."""
+    height, width = c_h.shape
+    p = _sample_points(rng, 1 / 1100, width, height, _keep(fields, _KER, 1.2))
     n = len(p)
     rad = rng.uniform(9.0, 18.0, n)
     rings = lambda r, u, v: 0.75 + 0.25 * np.cos(2 * np.pi * r * 4.0)  # noqa: E731
@@ -402,8 +418,23 @@ def _render(rng: np.random.Generator, fields: _Fields, width: int, height: int) 
     flat_e, flat_h, flat_t = c_e.reshape(-1), c_h.reshape(-1), tmp.reshape(-1)
     flat_h[idx] *= 1.0 - w
     flat_e[idx] = flat_e[idx] * (1.0 - w) + flat_t[idx]
-    del tmp
 
+
+def _render(rng: np.random.Generator, fields: _Fields, width: int, height: int) -> np.ndarray:
+    """An (H, W, 3) uint8 H&E-like image whose local texture encodes the programme activities.
+
+    Immune: many small round dark nuclei (lymphocytes). Keratinisation: pale, glassy
+    eosinophilic keratin pearls (concentric rings) with no nuclei. Proliferation: large,
+    crowded, hyperchromatic nuclei on basophilic cytoplasm. Stroma: pink fibre streaks with
+    spindle nuclei aligned to them. Angiogenesis: vessel lumens full of red erythrocytes,
+    lined by flat endothelial nuclei. Sparse generic nuclei everywhere.
+    """
+    # Smooth random fibre-orientation and fibre-phase fields (independent of the programmes).
+    aux = _make_fields(rng, width, height, np.ones(len(PROGRAMMES)))
+    c_e, c_h, c_r = _base_stains(rng, fields, aux, width, height)
+    _draw_nuclei(rng, fields, aux, c_h)
+    _draw_vessels(rng, fields, c_e, c_h, c_r)
+    _draw_keratin(rng, fields, c_e, c_h)
     od = (
         c_h[..., None] * _OD_H
         + np.clip(c_e, 0.0, None)[..., None] * _OD_E
@@ -539,10 +570,10 @@ class DemoDataset(Dataset):
             seed: Seed of every random draw (fields, images, counts); same seed, same data.
         """
 
-        n_slides: int = 4
-        n_spots: int = 300
-        n_genes: int = 200
-        seed: int = 0
+        n_slides: int = bounded(4, ">= 1")
+        n_spots: int = bounded(300, ">= 1")
+        n_genes: int = bounded(200, ">= 1")
+        seed: int = bounded(0, ">= 0")
 
     def load(self) -> list[Slide]:
         cfg = self.config

@@ -29,8 +29,9 @@ from typing import ClassVar, Optional
 import numpy as np
 import scipy.sparse as sp
 from stbench.data import ArrayImage, Dataset, DatasetCard, DatasetConfig, ImageSource, Slide
-from stbench.datasets import _st_legacy as legacy
+from stbench.datasets import _readers as readers
 from stbench.errors import ConfigError, DataError
+from stbench.ranges import bounded
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
@@ -61,13 +62,13 @@ class H5adConfig(DatasetConfig):
     library_id: Optional[str] = None
     counts_layer: Optional[str] = None
     allow_normalised: bool = False
-    microns_per_pixel: Optional[float] = None
-    pitch_um: float = 100.0
-    spot_diameter_um: float = 55.0
+    microns_per_pixel: Optional[float] = bounded(None, "> 0")
+    pitch_um: float = bounded(100.0, "> 0")
+    spot_diameter_um: float = bounded(55.0, "> 0")
     patient: Optional[str] = None
     in_tissue_only: bool = True
-    patch_um: float = 112.0
-    min_spots: int = 10
+    patch_um: float = bounded(112.0, "> 0")
+    min_spots: int = bounded(10, ">= 1")
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,7 +80,7 @@ def read_anndata(path: Path):
     """``anndata.read_h5ad`` with a DataError for missing or corrupt files."""
     import anndata as ad
 
-    legacy.require_file(path, "AnnData file", "check dataset.root")
+    readers.require_file(path, "AnnData file", "check dataset.root")
     try:
         return ad.read_h5ad(path)
     except Exception as exc:  # noqa: BLE001 - h5py/anndata raise many types for bad files
@@ -129,7 +130,7 @@ def reconstruct_counts(matrix, where: str | Path) -> sp.csr_matrix:
         raise DataError(f"the values are not log1p(normalize_total(counts)): reconstructed counts "
                         f"deviate from integers by up to {worst:.2f}", where=str(where),
                         fix="provide raw counts (dataset.counts_layer=...)")
-    return legacy.to_count_matrix(out)
+    return readers.to_count_matrix(out)
 
 
 def counts_of(adata, layer: str | None, allow_normalised: bool, where: str | Path
@@ -162,8 +163,8 @@ def counts_of(adata, layer: str | None, allow_normalised: bool, where: str | Pat
         raise DataError(f"{source} contains negative values (scaled data?)", where=str(where),
                         fix="provide raw integer counts (dataset.counts_layer=...)")
     if _is_integer(matrix):
-        legacy.check_counts(matrix, where)
-        return legacy.to_count_matrix(matrix), genes, source
+        readers.check_counts(matrix, where)
+        return readers.to_count_matrix(matrix), genes, source
     if not allow_normalised:
         raise DataError(
             f"{source} holds non-integer values (normalised expression?) but raw counts are "
@@ -173,7 +174,7 @@ def counts_of(adata, layer: str | None, allow_normalised: bool, where: str | Pat
     counts = reconstruct_counts(matrix, where)
     warnings.warn(f"{where}: {source} is normalised; counts were reconstructed from "
                   "log1p(normalize_total) values (dataset.allow_normalised=true)",
-                  legacy.DataWarning, stacklevel=3)
+                  readers.DataWarning, stacklevel=3)
     return counts, genes, f"reconstructed from log-normalised {source}"
 
 
@@ -266,13 +267,13 @@ class H5adDataset(Dataset):
         cfg = self.config
         files = self._files()
         by_name = {p.stem: p for p in files}
-        names = legacy.select_names(list(by_name), list(cfg.sections or []), "dataset.sections")
+        names = readers.select_names(list(by_name), list(cfg.sections or []), "dataset.sections")
         if cfg.image and len(names) > 1:
             raise ConfigError("dataset.image names one image but several .h5ad files are read",
                               fix="select one with dataset.sections=[NAME] or put an image "
                                   "with the same stem next to each file")
         slides = [self._load_one(name, by_name[name]) for name in names]
-        return legacy.finish(slides, Path(cfg.root))
+        return readers.finish(slides, Path(cfg.root))
 
     def _image_for(self, path: Path, adata, xy: np.ndarray
                    ) -> tuple[ImageSource, str, np.ndarray, float | None, str]:
@@ -282,11 +283,11 @@ class H5adDataset(Dataset):
             img_path = Path(cfg.image).expanduser()
             if not img_path.is_absolute() and not img_path.exists():
                 img_path = path.parent / img_path
-            return legacy.file_image(img_path), str(img_path), xy, None, "image file"
+            return readers.file_image(img_path), str(img_path), xy, None, "image file"
         for suffix in _IMAGE_SUFFIXES:
             cand = path.with_suffix(suffix)
             if cand.is_file():
-                return legacy.file_image(cand), str(cand), xy, None, "image file"
+                return readers.file_image(cand), str(cand), xy, None, "image file"
         spatial = adata.uns.get("spatial") if hasattr(adata, "uns") else None
         if not spatial:
             raise DataError("no image: neither dataset.image, an image file with the same "
@@ -318,21 +319,21 @@ class H5adDataset(Dataset):
         adata = read_anndata(path)
         if cfg.in_tissue_only and "in_tissue" in adata.obs.columns:
             adata = adata[np.asarray(adata.obs["in_tissue"]).astype(int) == 1]
-        legacy.check_unique(list(adata.obs_names), "spot ids (obs_names)", path,
+        readers.check_unique(list(adata.obs_names), "spot ids (obs_names)", path,
                             "make obs_names unique (adata.obs_names_make_unique())")
         counts, genes, source = counts_of(adata, cfg.counts_layer, cfg.allow_normalised, path)
-        legacy.check_unique(genes, "gene names (var_names)", path,
+        readers.check_unique(genes, "gene names (var_names)", path,
                             "make var_names unique or sum the repeated genes")
         xy = spatial_of(adata, path)
         image, where, xy_img, mpp, how = self._image_for(path, adata, xy)
         if cfg.microns_per_pixel:
             mpp, how = float(cfg.microns_per_pixel), "dataset.microns_per_pixel"
         elif mpp is None:
-            mpp = legacy.pitch_microns_per_pixel(xy_img, cfg.pitch_um, path)
+            mpp = readers.pitch_microns_per_pixel(xy_img, cfg.pitch_um, path)
             how = f"nearest-neighbour spot pitch ({cfg.pitch_um:g} um)"
         patient = cfg.patient or name
         record = {"file": str(path), "image": where, "counts_source": source, "mpp_source": how}
-        slide = legacy.make_slide(
+        slide = readers.make_slide(
             name=name, patient=patient, counts=counts, spot_ids=list(adata.obs_names),
             genes=genes, xy=xy_img, grid=grid_of(adata, xy), image=image, image_where=where,
             microns_per_pixel=mpp, spot_diameter_um=cfg.spot_diameter_um, coords_where=path,

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 from stbench.data import Dataset, DatasetCard, DatasetConfig, Slide
-from stbench.datasets import _st_legacy as legacy
+from stbench.datasets import _legacy_st as legacy
+from stbench.datasets import _readers as readers
 from stbench.errors import DataError
+from stbench.ranges import bounded
 
 PANEL_FILE = "her2st_785.txt"
 
@@ -47,10 +49,10 @@ class Her2stConfig(DatasetConfig):
     """
 
     panel_file: Optional[str] = None
-    microns_per_pixel: Optional[float] = None
-    pitch_um: float = legacy.LEGACY_PITCH_UM
-    patch_um: float = 112.0
-    min_spots: int = 10
+    microns_per_pixel: Optional[float] = bounded(None, "> 0")
+    pitch_um: float = bounded(legacy.LEGACY_PITCH_UM, "> 0")
+    patch_um: float = bounded(112.0, "> 0")
+    min_spots: int = bounded(10, ">= 1")
     unmatched_counts: str = "error"
     labels: bool = True
 
@@ -81,11 +83,11 @@ class Her2stDataset(Dataset):
 
     @property
     def root(self) -> Path:
-        return legacy.resolve_root(getattr(self.config, "root", None), "her2st")
+        return readers.resolve_root(getattr(self.config, "root", None), "her2st")
 
     def available_sections(self) -> list[str]:
         """Section names with a count file under ``ST-cnts``."""
-        cnts = legacy.require_root(self.root, "her2st") / "ST-cnts"
+        cnts = readers.require_root(self.root, "her2st") / "ST-cnts"
         if not cnts.is_dir():
             raise DataError("no ST-cnts folder", where=str(cnts),
                             fix="point dataset.root at the her2st data folder (the one holding "
@@ -107,7 +109,7 @@ class Her2stDataset(Dataset):
         spots = root / "ST-spotfiles" / f"{name}_selection.tsv"
         if not spots.is_file() and spots.with_suffix(".tsv.gz").is_file():
             spots = spots.with_suffix(".tsv.gz")
-        legacy.require_file(spots, f"spot file of section {name}",
+        readers.require_file(spots, f"spot file of section {name}",
                             "re-download ST-spotfiles (`stbench data download her2st`)")
         img_dir = root / "ST-imgs" / name[0] / name
         if not img_dir.is_dir():
@@ -127,7 +129,7 @@ class Her2stDataset(Dataset):
 
     def load(self) -> list[Slide]:
         cfg = self.config
-        names = legacy.select_names(self.available_sections(), list(cfg.sections or []),
+        names = readers.select_names(self.available_sections(), list(cfg.sections or []),
                                     "dataset.sections")
         slides = []
         for name in names:
@@ -141,7 +143,7 @@ class Her2stDataset(Dataset):
                 extra_record={"labels_file": str(lbl) if labels is not None else ""})
             self.report[name] = dict(slide.adata.uns["stbench"])
             slides.append(slide)
-        return legacy.finish(slides, self.root)
+        return readers.finish(slides, self.root)
 
     @property
     def dropped_border(self) -> dict[str, int]:
@@ -149,5 +151,5 @@ class Her2stDataset(Dataset):
         return {k: int(v.get("dropped_border", 0)) for k, v in self.report.items()}
 
     def literature_panel(self) -> list[str]:
-        root = legacy.resolve_root(getattr(self.config, "root", None), "her2st")
-        return legacy.find_literature_panel("her2st", root, self.config.panel_file, PANEL_FILE)
+        root = readers.resolve_root(getattr(self.config, "root", None), "her2st")
+        return readers.find_literature_panel("her2st", root, self.config.panel_file, PANEL_FILE)

@@ -26,9 +26,10 @@ from typing import ClassVar, Optional
 
 import numpy as np
 from stbench.data import Dataset, DatasetCard, DatasetConfig, Slide
-from stbench.datasets import _st_legacy as legacy
+from stbench.datasets import _readers as readers
 from stbench.datasets.h5ad import counts_of, grid_of, read_anndata, spatial_of
 from stbench.errors import ConfigError, DataError
+from stbench.ranges import bounded
 
 #: Physical spot diameter (um) by technology, when the metadata does not give one.
 SPOT_DIAMETER_UM = {"visium": 55.0, "spatial transcriptomics": 100.0, "st": 100.0,
@@ -57,10 +58,10 @@ class HestConfig(DatasetConfig):
     organ: Optional[str] = None
     technology: Optional[str] = None
     species: Optional[str] = None
-    microns_per_pixel: Optional[float] = None
+    microns_per_pixel: Optional[float] = bounded(None, "> 0")
     counts_layer: Optional[str] = None
-    patch_um: float = 112.0
-    min_spots: int = 10
+    patch_um: float = bounded(112.0, "> 0")
+    min_spots: int = bounded(10, ">= 1")
     in_tissue_only: bool = True
 
 
@@ -98,10 +99,10 @@ class HestDataset(Dataset):
 
     @property
     def root(self) -> Path:
-        return legacy.resolve_root(getattr(self.config, "root", None), "hest")
+        return readers.resolve_root(getattr(self.config, "root", None), "hest")
 
     def available_ids(self) -> list[str]:
-        st = legacy.require_root(self.root, "hest") / "st"
+        st = readers.require_root(self.root, "hest") / "st"
         if not st.is_dir():
             raise DataError("no st/ folder", where=str(st),
                             fix="point dataset.root at the HEST-1k folder (st/, wsis/, metadata/) "
@@ -141,7 +142,7 @@ class HestDataset(Dataset):
         available = self.available_ids()
         wanted = list(cfg.ids or []) + [s for s in (cfg.sections or []) if s not in (cfg.ids or [])]
         if wanted:
-            return legacy.select_names(available, wanted, "dataset.ids", "HEST samples")
+            return readers.select_names(available, wanted, "dataset.ids", "HEST samples")
         query = {"organ": cfg.organ, "st_technology": cfg.technology, "species": cfg.species}
         query = {k: v for k, v in query.items() if v}
         if not query:
@@ -166,7 +167,7 @@ class HestDataset(Dataset):
 
     def load(self) -> list[Slide]:
         slides = [self._load_one(i) for i in self.selected_ids()]
-        return legacy.finish(slides, self.root)
+        return readers.finish(slides, self.root)
 
     def _load_one(self, sample_id: str) -> Slide:
         cfg = self.config
@@ -176,14 +177,14 @@ class HestDataset(Dataset):
         wsi = next((p for p in (root / "wsis" / f"{sample_id}.tif",
                                 root / "wsis" / f"{sample_id}.tiff") if p.is_file()),
                    root / "wsis" / f"{sample_id}.tif")
-        image = legacy.file_image(wsi)
+        image = readers.file_image(wsi)
         adata = read_anndata(st_path)
         if cfg.in_tissue_only and "in_tissue" in adata.obs.columns:
             adata = adata[np.asarray(adata.obs["in_tissue"]).astype(int) == 1]
-        legacy.check_unique(list(adata.obs_names), "spot barcodes (obs_names)", st_path,
+        readers.check_unique(list(adata.obs_names), "spot barcodes (obs_names)", st_path,
                             "make obs_names unique")
         counts, genes, source = counts_of(adata, cfg.counts_layer, False, st_path)
-        legacy.check_unique(genes, "gene names (var_names)", st_path,
+        readers.check_unique(genes, "gene names (var_names)", st_path,
                             "make var_names unique or sum the repeated genes")
         xy = spatial_of(adata, st_path)
         meta_path = root / "metadata" / f"{sample_id}.json"
@@ -212,7 +213,7 @@ class HestDataset(Dataset):
                   "patches_file": str(patches) if patches.is_file() else "",
                   "counts_source": source, "mpp_source": how, "technology": tech,
                   "organ": _clean(meta.get("organ")) or "", "species": _clean(meta.get("species")) or ""}
-        slide = legacy.make_slide(
+        slide = readers.make_slide(
             name=sample_id, patient=patient, counts=counts, spot_ids=list(adata.obs_names),
             genes=genes, xy=xy, grid=grid_of(adata, xy), image=image, image_where=wsi,
             microns_per_pixel=mpp, spot_diameter_um=spot_um, coords_where=st_path,

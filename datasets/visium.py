@@ -31,8 +31,9 @@ from typing import ClassVar, Optional
 import numpy as np
 import scipy.sparse as sp
 from stbench.data import Dataset, DatasetCard, DatasetConfig, Slide
-from stbench.datasets import _st_legacy as legacy
+from stbench.datasets import _readers as readers
 from stbench.errors import ConfigError, DataError
+from stbench.ranges import bounded
 
 VISIUM_SPOT_UM = 55.0
 VISIUM_PITCH_UM = 100.0
@@ -57,12 +58,12 @@ class VisiumConfig(DatasetConfig):
 
     image: Optional[str] = None
     image_res: str = "hires"
-    microns_per_pixel: Optional[float] = None
+    microns_per_pixel: Optional[float] = bounded(None, "> 0")
     gene_ids: bool = False
     patient: Optional[str] = None
     in_tissue_only: bool = True
-    patch_um: float = 112.0
-    min_spots: int = 10
+    patch_um: float = bounded(112.0, "> 0")
+    min_spots: int = bounded(10, ">= 1")
 
 
 def _decode(values) -> list[str]:
@@ -73,7 +74,7 @@ def read_10x_h5(path: Path, use_ids: bool = False) -> tuple[list[str], list[str]
     """(barcodes, gene names, CSR barcodes x genes counts) of a 10x feature-barcode matrix."""
     import h5py
 
-    legacy.require_file(path, "feature-barcode matrix", "check the Space Ranger output folder")
+    readers.require_file(path, "feature-barcode matrix", "check the Space Ranger output folder")
     fix = "re-download or re-export filtered_feature_bc_matrix.h5"
     try:
         with h5py.File(path, "r") as f:
@@ -105,8 +106,8 @@ def read_10x_h5(path: Path, use_ids: bool = False) -> tuple[list[str], list[str]
         if not keep.all():
             m = m[:, np.flatnonzero(keep)]
             names = [n for n, k in zip(names, keep) if k]
-    legacy.check_counts(m, path)
-    return barcodes, names, legacy.to_count_matrix(m)
+    readers.check_counts(m, path)
+    return barcodes, names, readers.to_count_matrix(m)
 
 
 def read_positions(spatial: Path):
@@ -117,10 +118,10 @@ def read_positions(spatial: Path):
             "pxl_col_in_fullres"]
     v2, v1 = spatial / "tissue_positions.csv", spatial / "tissue_positions_list.csv"
     path = v2 if v2.is_file() else v1
-    legacy.require_file(path, "spot positions (tissue_positions[_list].csv)",
+    readers.require_file(path, "spot positions (tissue_positions[_list].csv)",
                         "check the Space Ranger output's spatial/ folder")
     try:
-        with legacy.open_text(path) as fh:
+        with readers.open_text(path) as fh:
             first = fh.readline()
         header = 0 if first.lower().startswith("barcode") else None
         df = pd.read_csv(path, header=header)
@@ -141,7 +142,7 @@ def read_positions(spatial: Path):
     if df[cols[1:]].isna().any().any():
         raise DataError("spot positions hold missing or non-numeric values", where=str(path),
                         fix="re-export the Space Ranger spatial/ folder")
-    legacy.check_unique(df["barcode"].astype(str).tolist(), "barcodes", path,
+    readers.check_unique(df["barcode"].astype(str).tolist(), "barcodes", path,
                         "each barcode must appear once")
     return df.set_index(df["barcode"].astype(str)), path
 
@@ -160,8 +161,8 @@ def sum_duplicate_genes(genes: list[str], counts: sp.csr_matrix, where: Path
                           shape=(len(genes), len(order)))
     warnings.warn(f"{where}: summed {n_dup} repeated gene symbol column(s) into one each "
                   "(dataset.gene_ids=true uses unique feature ids instead)",
-                  legacy.DataWarning, stacklevel=3)
-    return list(order), legacy.to_count_matrix(counts @ merge), n_dup
+                  readers.DataWarning, stacklevel=3)
+    return list(order), readers.to_count_matrix(counts @ merge), n_dup
 
 
 def find_outs(folder: Path) -> Path | None:
@@ -215,18 +216,18 @@ class VisiumDataset(Dataset):
     def load(self) -> list[Slide]:
         cfg = self.config
         found = self.sections_found()
-        names = legacy.select_names(list(found), list(cfg.sections or []), "dataset.sections")
+        names = readers.select_names(list(found), list(cfg.sections or []), "dataset.sections")
         if cfg.image and len(names) > 1:
             raise ConfigError("dataset.image names one image but several sections are read",
                               fix="select one with dataset.sections=[NAME]")
         slides = [self._load_one(n, found[n]) for n in names]
-        return legacy.finish(slides, Path(cfg.root))
+        return readers.finish(slides, Path(cfg.root))
 
     def _load_one(self, name: str, outs: Path) -> Slide:
         cfg = self.config
         h5 = outs / "filtered_feature_bc_matrix.h5"
         barcodes, genes, counts = read_10x_h5(h5, use_ids=cfg.gene_ids)
-        legacy.check_unique(barcodes, "barcodes", h5, "re-export the matrix")
+        readers.check_unique(barcodes, "barcodes", h5, "re-export the matrix")
         genes, counts, n_dup = sum_duplicate_genes(genes, counts, h5)
         spatial = outs / "spatial"
         pos, pos_path = read_positions(spatial)
@@ -267,21 +268,21 @@ class VisiumDataset(Dataset):
                 raise DataError(f"scale factors lack {key}", where=str(sf_path),
                                 fix="re-export the Space Ranger spatial/ folder")
             scale = float(sf[key])
-        image = legacy.file_image(img_path)
+        image = readers.file_image(img_path)
         if cfg.microns_per_pixel:
             mpp, how = float(cfg.microns_per_pixel), "dataset.microns_per_pixel"
         elif sf.get("spot_diameter_fullres"):
             mpp = VISIUM_SPOT_UM / (float(sf["spot_diameter_fullres"]) * scale)
             how = f"55 um / spot_diameter_fullres ({res})"
         else:
-            mpp = legacy.pitch_microns_per_pixel(xy * scale, VISIUM_PITCH_UM, pos_path)
+            mpp = readers.pitch_microns_per_pixel(xy * scale, VISIUM_PITCH_UM, pos_path)
             how = "nearest-neighbour spot pitch (100 um)"
         record = {"matrix_file": str(h5), "positions_file": str(pos_path),
                   "scalefactors_file": str(sf_path), "image_file": str(img_path),
                   "image_res": res, "scale": scale, "mpp_source": how,
                   "summed_duplicate_genes": n_dup,
                   "not_in_tissue_dropped": int((~keep).sum())}
-        slide = legacy.make_slide(
+        slide = readers.make_slide(
             name=name, patient=cfg.patient or name, counts=counts[rows],
             spot_ids=[barcodes[i] for i in rows], genes=genes, xy=xy * scale, grid=grid,
             image=image, image_where=img_path, microns_per_pixel=mpp,

@@ -1,6 +1,6 @@
 """Shared helpers of the trained (torch) method plugins.
 
-* :func:`seed_all` / :func:`torch_threads`: seeding and a bounded thread count;
+* :func:`seed_all` / :func:`torch_threads`: re-exported from :mod:`stbench.run.compute`;
 * :func:`pcc_loss`, :func:`mean_gene_pcc_per_slide`: Pearson losses and validation scores;
 * :class:`EarlyStopping`: keeps the best ``state_dict`` by a validation score and restores it;
 * :func:`grid_edges`, :func:`knn_edges`, :func:`slide_edges`: the spot graphs (SGN's two edge
@@ -18,44 +18,21 @@ from __future__ import annotations
 
 import copy
 import math
-import random
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from stbench.method import Bundle, FitContext, SlideView
+from stbench.run.compute import resolve_device as _resolve_device
+from stbench.run.compute import seed_everything as seed_all
+from stbench.run.compute import torch_threads  # noqa: F401 (re-exported for the methods)
 
 #: Radius (in grid units) and neighbour cap of SGN's spatial edges; k of its feature kNN.
 GRID_RADIUS = math.sqrt(2.0)
 GRID_MAX_NEIGHBOURS = 5
 KNN_K = 5
-
-
-def seed_all(seed: int) -> torch.Generator:
-    """Seed Python, numpy's legacy RNG and torch; return a CPU generator seeded with ``seed``."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return gen
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Temporarily cap torch's intra-op threads at ``n`` (``None`` or < 1: leave as is)."""
-    if n is None or n < 1:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(old, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def pearson_per_column(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -133,7 +110,7 @@ def grid_edges(grid: np.ndarray, radius: float = GRID_RADIUS,
                max_neighbours: int = GRID_MAX_NEIGHBOURS) -> np.ndarray:
     """SGN's spatial edges: every spot's grid neighbours within ``radius`` (inclusive) of its
     position in ``grid`` units, at most ``max_neighbours`` of them, nearest first (ties by
-    index) -- :func:`stbench.graph.grid_edges` with a square layout.
+    index) -- :func:`stbench.features.graph.grid_edges` with a square layout.
 
     Mirrors ``torch_cluster.radius_graph(grid, r=radius, max_num_neighbors=max_neighbours)``
     of SGN's code, except that the cap keeps the NEAREST neighbours deterministically
@@ -143,7 +120,7 @@ def grid_edges(grid: np.ndarray, radius: float = GRID_RADIUS,
     Returns:
         (2, n_edges) int64: row 0 the neighbour (source), row 1 the spot (target).
     """
-    from stbench.graph import grid_edges as _grid_edges
+    from stbench.features.graph import grid_edges as _grid_edges
 
     if len(grid) < 2:
         return np.zeros((2, 0), dtype=np.int64)
@@ -153,13 +130,13 @@ def grid_edges(grid: np.ndarray, radius: float = GRID_RADIUS,
 
 def knn_edges(x: np.ndarray, k: int = KNN_K) -> np.ndarray:
     """SGN's feature edges: each spot's ``k`` nearest other spots by Euclidean distance of
-    ``x`` (ties by index) -- :func:`stbench.graph.knn_edges`, as
+    ``x`` (ties by index) -- :func:`stbench.features.graph.knn_edges`, as
     ``torch_cluster.knn_graph(x, k, loop=False)``.
 
     Returns:
         (2, n_edges) int64: row 0 the neighbour (source), row 1 the spot (target).
     """
-    from stbench.graph import knn_edges as _knn_edges
+    from stbench.features.graph import knn_edges as _knn_edges
 
     if len(x) < 2:
         return np.zeros((2, 0), dtype=np.int64)
@@ -227,10 +204,9 @@ def sample_genes(n_genes: int, n_sample: int, gen: torch.Generator) -> torch.Ten
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """``ctx.device`` as a torch device, falling back to CPU when CUDA is unavailable."""
-    if device and str(device).startswith("cuda") and torch.cuda.is_available():
-        return torch.device(device)
-    return torch.device("cpu")
+    """``ctx.device`` as a torch device; an unavailable CUDA falls back to the CPU (the harness
+    already refused ``device=cuda`` without CUDA before any work)."""
+    return _resolve_device(device or "cpu", strict=False)
 
 
 # Training loop shared by the supervised references (stnet, histogene, bleep, hist2st)

@@ -40,6 +40,7 @@ import numpy as np
 
 from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta
 from stbench.methods._linear import pca_components
+from stbench.ranges import bounded, bounded_list
 
 
 def _mean_gene_pcc(y: np.ndarray, p: np.ndarray) -> float:
@@ -102,14 +103,12 @@ class Bilinear(Method):
             mean_lam: Relative ridge penalty of the text -> per-gene-mean model.
         """
 
-        lam: float = 0.1
-        lam_grid: list[float] = field(
-            default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
-        )
-        n_components: int = 256
+        lam: float = bounded(0.1, "> 0")
+        lam_grid: list[float] = bounded_list([0.001, 0.01, 0.1, 1.0, 10.0, 100.0], "> 0")
+        n_components: int = bounded(256, ">= 1")
         standardise: bool = True
         text_bias: bool = True
-        mean_lam: float = 1.0
+        mean_lam: float = bounded(1.0, "> 0")
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from torch import nn
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
 from stbench.methods._torch_utils import (FeatureScaler, fit_with_early_stopping, gene_columns,
                                          resolve_device, seed_all, validation_target)
+from stbench.ranges import bounded
 
 QUERIES = ("average", "weighted_average", "simple")
 
@@ -146,17 +147,17 @@ class BLEEP(Method):
                 common scale), ``feature`` (per-dimension z-scores) or ``none``.
         """
 
-        projection_dim: int = 256
-        dropout: float = 0.1
-        temperature: float = 1.0
-        lr: float = 1e-3
-        weight_decay: float = 1e-3
-        batch_size: int = 256
-        top_k: int = 50
+        projection_dim: int = bounded(256, ">= 1")
+        dropout: float = bounded(0.1, "[0, 1)")
+        temperature: float = bounded(1.0, "> 0")
+        lr: float = bounded(1e-3, "> 0")
+        weight_decay: float = bounded(1e-3, ">= 0")
+        batch_size: int = bounded(256, ">= 1")
+        top_k: int = bounded(50, ">= 1")
         query: str = "average"
-        max_epochs: int = 100
-        patience: int = 15
-        epochs_no_val: int = 50
+        max_epochs: int = bounded(100, ">= 1")
+        patience: int = bounded(15, ">= 1")
+        epochs_no_val: int = bounded(50, ">= 1")
         scaling: str = "global"
 
     @classmethod

@@ -47,6 +47,7 @@ from stbench.methods._torch_utils import (
     sample_genes,
     seed_all,
 )
+from stbench.ranges import bounded
 
 
 class CrossAttentionBlock(nn.Module):
@@ -144,21 +145,21 @@ class GeneQuery(Method):
                 one common scale), ``feature`` (per-dimension z-scores) or ``none``.
         """
 
-        d_model: int = 128
-        n_tokens: int = 8
-        n_layers: int = 2
-        n_heads: int = 4
-        ff_dim: int = 256
-        dropout: float = 0.1
-        genes_per_step: int = 64
-        spots_per_step: int = 512
-        pcc_weight: float = 0.5
-        lr: float = 1e-3
-        weight_decay: float = 1e-4
-        max_epochs: int = 300
-        patience: int = 30
-        epochs_no_val: int = 100
-        eval_chunk: int = 65536
+        d_model: int = bounded(128, ">= 1")
+        n_tokens: int = bounded(8, ">= 1")
+        n_layers: int = bounded(2, ">= 1")
+        n_heads: int = bounded(4, ">= 1")
+        ff_dim: int = bounded(256, ">= 1")
+        dropout: float = bounded(0.1, "[0, 1)")
+        genes_per_step: int = bounded(64, ">= 1")
+        spots_per_step: int = bounded(512, ">= 1")
+        pcc_weight: float = bounded(0.5, "[0, 1]")
+        lr: float = bounded(1e-3, "> 0")
+        weight_decay: float = bounded(1e-4, ">= 0")
+        max_epochs: int = bounded(300, ">= 1")
+        patience: int = bounded(30, ">= 1")
+        epochs_no_val: int = bounded(100, ">= 1")
+        eval_chunk: int = bounded(65536, ">= 1")
         scaling: str = "global"
 
     @classmethod

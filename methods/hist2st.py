@@ -47,6 +47,7 @@ from stbench.methods._torch_utils import (FeatureScaler, fit_with_early_stopping
                                          resolve_device, seed_all, slide_edges,
                                          validation_target)
 from stbench.methods.histogene import TransformerBlock, grid_positions
+from stbench.ranges import bounded
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
@@ -238,31 +239,31 @@ class Hist2ST(Method):
                 common scale), ``feature`` (per-dimension z-scores) or ``none``.
         """
 
-        channel: int = 32
-        tokens: int = 32
-        kernel_size: int = 5
-        depth1: int = 2
-        depth2: int = 2
-        depth3: int = 4
-        heads: int = 16
-        dim_head: int = 8
-        dropout: float = 0.2
-        n_pos: int = 128
-        grid_radius: float = math.sqrt(2.0)
-        grid_max_neighbours: int = 5
+        channel: int = bounded(32, ">= 1")
+        tokens: int = bounded(32, ">= 1")
+        kernel_size: int = bounded(5, ">= 1")
+        depth1: int = bounded(2, ">= 1")
+        depth2: int = bounded(2, ">= 1")
+        depth3: int = bounded(4, ">= 1")
+        heads: int = bounded(16, ">= 1")
+        dim_head: int = bounded(8, ">= 1")
+        dropout: float = bounded(0.2, "[0, 1)")
+        n_pos: int = bounded(128, ">= 1")
+        grid_radius: float = bounded(math.sqrt(2.0), "> 0")
+        grid_max_neighbours: int = bounded(5, ">= 1")
         gnn_self_loops: bool = False
-        lr: float = 1e-3
-        lr_step: int = 50
-        lr_gamma: float = 0.9
-        weight_decay: float = 0.0
-        zinb: float = 0.0
-        bake: int = 0
-        lamb: float = 0.5
-        bake_dropout: float = 0.1
-        bake_noise: float = 0.1
-        max_epochs: int = 200
-        patience: int = 20
-        epochs_no_val: int = 100
+        lr: float = bounded(1e-3, "> 0")
+        lr_step: int = bounded(50, ">= 1")
+        lr_gamma: float = bounded(0.9, "(0, 1]")
+        weight_decay: float = bounded(0.0, ">= 0")
+        zinb: float = bounded(0.0, ">= 0")
+        bake: int = bounded(0, ">= 0")
+        lamb: float = bounded(0.5, ">= 0")
+        bake_dropout: float = bounded(0.1, "[0, 1)")
+        bake_noise: float = bounded(0.1, ">= 0")
+        max_epochs: int = bounded(200, ">= 1")
+        patience: int = bounded(20, ">= 1")
+        epochs_no_val: int = bounded(100, ">= 1")
         scaling: str = "global"
 
     @classmethod

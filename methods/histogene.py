@@ -31,6 +31,7 @@ from torch import nn
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
 from stbench.methods._torch_utils import (FeatureScaler, fit_with_early_stopping, gene_columns,
                                          resolve_device, seed_all, validation_target)
+from stbench.ranges import bounded
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks (vit-pytorch's pre-LN transformer, as vendored by HisToGene and Hist2ST)
@@ -143,18 +144,18 @@ class HisToGene(Method):
                 common scale), ``feature`` (per-dimension z-scores) or ``none``.
         """
 
-        dim: int = 128
-        depth: int = 4
-        heads: int = 16
-        dim_head: int = 8
-        mlp_ratio: int = 2
-        dropout: float = 0.1
-        n_pos: int = 128
-        lr: float = 1e-3
-        weight_decay: float = 0.0
-        max_epochs: int = 200
-        patience: int = 20
-        epochs_no_val: int = 100
+        dim: int = bounded(128, ">= 1")
+        depth: int = bounded(4, ">= 1")
+        heads: int = bounded(16, ">= 1")
+        dim_head: int = bounded(8, ">= 1")
+        mlp_ratio: int = bounded(2, ">= 1")
+        dropout: float = bounded(0.1, "[0, 1)")
+        n_pos: int = bounded(128, ">= 1")
+        lr: float = bounded(1e-3, "> 0")
+        weight_decay: float = bounded(0.0, ">= 0")
+        max_epochs: int = bounded(200, ">= 1")
+        patience: int = bounded(20, ">= 1")
+        epochs_no_val: int = bounded(100, ">= 1")
         scaling: str = "global"
 
     @classmethod

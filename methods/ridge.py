@@ -14,6 +14,7 @@ import numpy as np
 
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
 from stbench.methods._linear import pca_components
+from stbench.ranges import bounded, bounded_list
 
 
 def mean_gene_pcc(y: np.ndarray, p: np.ndarray) -> float:
@@ -40,9 +41,9 @@ class Ridge(Method):
     class Config(MethodConfig):
         """Hyperparameters of the probe."""
 
-        n_components: int = 256
-        alpha: float = 1.0
-        alpha_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0])
+        n_components: int = bounded(256, ">= 1")
+        alpha: float = bounded(1.0, "> 0")
+        alpha_grid: list[float] = bounded_list([0.01, 0.1, 1.0, 10.0, 100.0, 1000.0], "> 0")
 
     @classmethod
     def search_space(cls, trial) -> dict:

@@ -22,6 +22,7 @@ import numpy as np
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
 from stbench.methods._torch_utils import mean_gene_pcc_per_slide
 from stbench.methods.textknn import RidgeProbe
+from stbench.ranges import bounded, bounded_list
 
 
 class SeenMean(Method):
@@ -47,9 +48,9 @@ class SeenMean(Method):
             scaling: Image-feature scaling before PCA: ``global``, ``feature`` or ``none``.
         """
 
-        n_components: int = 256
-        alpha: float = 1.0
-        alpha_grid: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0])
+        n_components: int = bounded(256, ">= 1")
+        alpha: float = bounded(1.0, "> 0")
+        alpha_grid: list[float] = bounded_list([0.1, 1.0, 10.0, 100.0, 1000.0], "> 0")
         scaling: str = "global"
 
     @classmethod

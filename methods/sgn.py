@@ -51,6 +51,7 @@ from stbench.methods._torch_utils import (
     seed_all,
     slide_edges,
 )
+from stbench.ranges import bounded
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
@@ -252,26 +253,26 @@ class SGN(Method):
                 one common scale), ``feature`` (per-dimension z-scores) or ``none``.
         """
 
-        hidden_dim: int = 512
-        out_dim: int = 256
-        n_layers: int = 4
-        negative_slope: float = 0.2
-        dropout: float = 0.0
-        grid_radius: float = math.sqrt(2.0)
-        grid_max_neighbours: int = 5
-        knn_k: int = 5
-        text_layers: int = 2
-        text_heads: int = 4
-        text_ff_dim: int = 1024
-        text_dropout: float = 0.1
+        hidden_dim: int = bounded(512, ">= 1")
+        out_dim: int = bounded(256, ">= 1")
+        n_layers: int = bounded(4, ">= 1")
+        negative_slope: float = bounded(0.2, ">= 0")
+        dropout: float = bounded(0.0, "[0, 1)")
+        grid_radius: float = bounded(math.sqrt(2.0), "> 0")
+        grid_max_neighbours: int = bounded(5, ">= 1")
+        knn_k: int = bounded(5, ">= 1")
+        text_layers: int = bounded(2, ">= 0")
+        text_heads: int = bounded(4, ">= 1")
+        text_ff_dim: int = bounded(1024, ">= 1")
+        text_dropout: float = bounded(0.1, "[0, 1)")
         use_token_states: bool = True
-        genes_per_step: int = 64
-        pcc_weight: float = 0.5
-        lr: float = 5e-4
-        weight_decay: float = 1e-4
-        max_epochs: int = 300
-        patience: int = 30
-        epochs_no_val: int = 100
+        genes_per_step: int = bounded(64, ">= 1")
+        pcc_weight: float = bounded(0.5, "[0, 1]")
+        lr: float = bounded(5e-4, "> 0")
+        weight_decay: float = bounded(1e-4, ">= 0")
+        max_epochs: int = bounded(300, ">= 1")
+        patience: int = bounded(30, ">= 1")
+        epochs_no_val: int = bounded(100, ">= 1")
         scaling: str = "global"
 
     @classmethod

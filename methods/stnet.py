@@ -37,6 +37,7 @@ from stbench.methods._torch_utils import (
     seed_all,
     validation_target,
 )
+from stbench.ranges import bounded
 
 # ---------------------------------------------------------------------------------------------
 # ST-Net
@@ -79,13 +80,13 @@ class STNet(Method):
         """
 
         optimizer: str = "sgd"
-        lr: float = 1e-3
-        momentum: float = 0.9
-        weight_decay: float = 0.0
-        batch_size: int = 32
-        max_epochs: int = 50
-        patience: int = 10
-        epochs_no_val: int = 50
+        lr: float = bounded(1e-3, "> 0")
+        momentum: float = bounded(0.9, "[0, 1)")
+        weight_decay: float = bounded(0.0, ">= 0")
+        batch_size: int = bounded(32, ">= 1")
+        max_epochs: int = bounded(50, ">= 1")
+        patience: int = bounded(10, ">= 1")
+        epochs_no_val: int = bounded(50, ">= 1")
         init_mean: bool = True
         scaling: str = "global"
 

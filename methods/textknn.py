@@ -26,6 +26,7 @@ import numpy as np
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
 from stbench.methods._linear import pca_components
 from stbench.methods._torch_utils import FeatureScaler, mean_gene_pcc_per_slide
+from stbench.ranges import bounded, bounded_list
 
 
 class RidgeProbe:
@@ -116,12 +117,12 @@ class TextKNN(Method):
             scaling: Image-feature scaling before PCA: ``global``, ``feature`` or ``none``.
         """
 
-        n_components: int = 256
-        alpha: float = 1.0
-        alpha_grid: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0])
-        k: int = 10
-        temperature: float = 0.1
-        temperature_grid: list[float] = field(default_factory=lambda: [0.02, 0.05, 0.1, 0.2, 0.5])
+        n_components: int = bounded(256, ">= 1")
+        alpha: float = bounded(1.0, "> 0")
+        alpha_grid: list[float] = bounded_list([0.1, 1.0, 10.0, 100.0, 1000.0], "> 0")
+        k: int = bounded(10, ">= 1")
+        temperature: float = bounded(0.1, "> 0")
+        temperature_grid: list[float] = bounded_list([0.02, 0.05, 0.1, 0.2, 0.5], "> 0")
         scaling: str = "global"
 
     @classmethod

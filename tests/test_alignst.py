@@ -18,7 +18,7 @@ from stbench.methods.alignst.model import (EDGE_BOTH, EDGE_GRID, EDGE_KNN, EDGE_
                                            AlignSTModel, GeneBatch, ModelConfig, SpotBatch,
                                            alignment_loss, masked_attention, pcc_per_gene)
 from stbench.testing import _subset, check_method, tiny_problem  # noqa: E402
-from stbench.text import build_gene_text  # noqa: E402
+from stbench.features.gene_text import build_gene_text  # noqa: E402
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 

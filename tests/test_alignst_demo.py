@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stbench.config import compose
-from stbench.runner import run
+from stbench.run.config import compose
+from stbench.run.runner import run
 
 SEEDS = (0, 1)
 

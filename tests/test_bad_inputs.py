@@ -8,7 +8,7 @@ the line names the file or the setting at fault, and no result JSON marked compl
 Rows whose input is legitimately accepted end their id with ``-accepted`` and check the
 documented behaviour instead (exit code 0 and what the reader made of it).
 
-Most rows call ``stbench.cli.main`` in-process (an interpreter start costs 3-5 s here); the
+Most rows call ``stbench.cli.app.main`` in-process (an interpreter start costs 3-5 s here); the
 rows marked ``sub`` run the real console entry point (``python -m stbench``) in a subprocess
 and assert the same things.
 """
@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from fixture_data import fixture_generator
-from stbench.cli import main
+from stbench.cli.app import main
 
 
 gen = fixture_generator()
@@ -689,7 +689,7 @@ def _image_mode_accepted(tmp: Path, mode: str) -> Expect:
     path = _h5ad(tmp / "s.h5ad", image=mode)
 
     def check(out: str) -> None:
-        from stbench.imageio import read_rgb
+        from stbench.io.images import read_rgb
 
         assert "s: image (30, " in out
         rgb = read_rgb(path.with_suffix(".png"))

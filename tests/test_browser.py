@@ -17,7 +17,7 @@ import pytest
 
 from services import dump_dom
 
-from stbench.leaderboard import fmt_stat, make_leaderboard
+from stbench.report.leaderboard import fmt_stat, make_leaderboard
 
 RESULTS = Path(__file__).parent / "data" / "results"
 

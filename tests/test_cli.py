@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from stbench.cli import main
+from stbench.cli.app import main
 
 
 def _run(*args, cwd):
@@ -63,7 +63,7 @@ def test_run_ridge_on_demo_writes_json_and_mlflow(in_tmp):
     assert (in_tmp / "stbench-runs" / "mlflow.db").exists()
     from mlflow.tracking import MlflowClient
 
-    from stbench.tracking import store_uri
+    from stbench.run.tracking import store_uri
 
     client = MlflowClient(store_uri(in_tmp / "stbench-runs"))
     exp = client.get_experiment_by_name("stbench-demo")

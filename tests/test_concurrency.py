@@ -16,7 +16,7 @@ import os
 import optuna
 import pytest
 
-from stbench.runner import run
+from stbench.run.runner import run
 from test_tuning import _cfg
 
 N_WORKERS = 4
@@ -54,7 +54,7 @@ def test_four_processes_share_one_mlflow_store_and_one_study(tmp_path):
 
     from mlflow.tracking import MlflowClient
 
-    from stbench.tracking import store_uri
+    from stbench.run.tracking import store_uri
 
     client = MlflowClient(store_uri(tmp_path / "runs"))
     (exp,) = [e for e in client.search_experiments() if e.name == "stbench-tiny"]
@@ -89,7 +89,7 @@ def test_fail_stale_spares_runs_of_live_processes(tmp_path):
     import subprocess
     import sys
 
-    from stbench.tracking import Tracker
+    from stbench.run.tracking import Tracker
 
     tracker = Tracker(None, str(tmp_path / "runs"), "stale")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

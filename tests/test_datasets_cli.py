@@ -1,4 +1,4 @@
-"""``stbench data info`` / ``stbench data download`` (the typer sub-app in stbench.cli_data)."""
+"""``stbench data info`` / ``stbench data download`` (the typer sub-app in stbench.cli.data)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fixture_data import fixture_generator
-from stbench import download as dl
-from stbench.cli_data import app
+from stbench.io import download as dl
+from stbench.cli.data import app
 from stbench.errors import ConfigError, DataError
 from typer.testing import CliRunner
 

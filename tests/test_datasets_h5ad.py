@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from stbench.datasets._st_legacy import DataWarning
+from stbench.datasets._readers import DataWarning
 from stbench.datasets.h5ad import H5adConfig, H5adDataset, reconstruct_counts
 from stbench.errors import ConfigError, DataError
 
@@ -49,7 +49,7 @@ def test_allow_normalised_reconstructs_and_records(squidpy):
 
 
 @pytest.mark.real_data
-@pytest.mark.filterwarnings("ignore::stbench.datasets._st_legacy.DataWarning")
+@pytest.mark.filterwarnings("ignore::stbench.datasets._readers.DataWarning")
 def test_uns_image_that_does_not_match_the_coordinates(squidpy):
     with pytest.raises(DataError, match="lie outside the 100 x 100 image") as err:
         H5adDataset(H5adConfig(root=str(squidpy / "test_data.h5ad"), allow_normalised=True)).load()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fixture_data import fixture_generator
 from stbench.data import FileImage
-from stbench.datasets._st_legacy import DataWarning
+from stbench.datasets._readers import DataWarning
 from stbench.datasets.her2st import Her2stConfig, Her2stDataset
 from stbench.errors import ConfigError, DataError
 
@@ -96,7 +96,7 @@ def test_real_section_selection(shared_dir):
 @pytest.mark.real_data
 def test_hydra_config_composes_her2st(shared_dir):
     from omegaconf import OmegaConf
-    from stbench.config import compose
+    from stbench.run.config import compose
     from stbench.plugins import DATASETS
 
     cfg = compose(["dataset=her2st", f"dataset.root={shared_dir / 'data' / 'her2st'}",

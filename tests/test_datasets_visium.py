@@ -8,7 +8,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from stbench.datasets._st_legacy import DataWarning
+from stbench.datasets._readers import DataWarning
 from stbench.datasets.visium import VisiumConfig, VisiumDataset, read_10x_h5
 from stbench.errors import ConfigError, DataError
 

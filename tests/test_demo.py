@@ -21,10 +21,11 @@ from stbench.datasets.demo import (
     demo_loadings,
     loadings_from_text,
 )
-from stbench.features import HandcraftedEncoder, PatchSpec, encode_slide, patch_size_px
+from stbench.features.handcrafted import HandcraftedEncoder
+from stbench.features.patches import PatchSpec, encode_slide, patch_size_px
 from stbench.method import Bundle, FitContext, SlideView
 from stbench.methods.bilinear import Bilinear
-from stbench.text import build_gene_text
+from stbench.features.gene_text import build_gene_text
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -43,7 +44,7 @@ def lognorm(x) -> np.ndarray:
 
 def pcc_mean(y: np.ndarray, p: np.ndarray) -> float:
     """Mean per-gene Pearson over spots (the official metric); a constant column counts as 0."""
-    from stbench.metrics import pearson_columns
+    from stbench.protocol.metrics import pearson_columns
 
     r, undefined = pearson_columns(y, p)
     return float(np.where(undefined, 0.0, r).mean())
@@ -135,7 +136,7 @@ def test_sections_option_and_bad_config() -> None:
 
 
 def test_genes_are_real_with_shipped_descriptions(demo) -> None:
-    from stbench.genes import descriptions_for
+    from stbench.features.descriptions import descriptions_for
 
     genes = demo[0].genes
     assert genes == demo_genes(200)

@@ -1,4 +1,4 @@
-"""stbench.download against a local HTTP server on 127.0.0.1 (Range support in the handler)."""
+"""stbench.io.download against a local HTTP server on 127.0.0.1 (Range support in the handler)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stbench.download import (
+from stbench.io.download import (
     LOCK_NAME,
     Manifest,
     RemoteFile,

@@ -14,12 +14,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 torch = pytest.importorskip("torch")
 
-from stbench.encoders import (  # noqa: E402
+from stbench.features.weights import load_state_dict_file, map_state_dict_in_order  # noqa: E402
+from stbench.features.image_encoders import (  # noqa: E402
     EfficientNetLite0Encoder,
     OpenClipEncoder,
     TimmEncoder,
-    load_state_dict_file,
-    map_state_dict_in_order,
 )
 from stbench.errors import ConfigError  # noqa: E402
 
@@ -187,7 +186,7 @@ def test_open_clip_missing_and_offline_fail_fast(tmp_path, monkeypatch):
 
 
 def test_encoders_are_registered_with_hydra_configs():
-    from stbench.config import compose
+    from stbench.run.config import compose
     from stbench.plugins import ENCODERS
 
     assert ENCODERS.get("efficientnet_lite0") is EfficientNetLite0Encoder
@@ -203,7 +202,7 @@ def test_building_an_encoder_keeps_the_pinned_thread_count():
     """``threads=1`` of a run must survive the encoder's own thread set-up."""
     import torch
 
-    from stbench.encoders import configure_threads, pin_threads
+    from stbench.run.compute import configure_threads, pin_threads
 
     before = torch.get_num_threads()
     try:
@@ -212,7 +211,7 @@ def test_building_an_encoder_keeps_the_pinned_thread_count():
         assert torch.get_num_threads() == 1
         pin_threads(None)
         configure_threads()
-        from stbench.encoders import machine_threads
+        from stbench.run.compute import machine_threads
 
         assert torch.get_num_threads() == machine_threads()
     finally:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from stbench.cli import main
+from stbench.cli.app import main
 from test_resume import _start
 
 #: 4 slides x 60 spots, 40 genes: 4 loso folds in a few seconds.
@@ -40,8 +40,8 @@ def _cache_env(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted run's result (in-process: same code, numbers and seeds as the CLI)."""
-    from stbench.config import compose
-    from stbench.runner import run
+    from stbench.run.config import compose
+    from stbench.run.runner import run
 
     tmp = tmp_path_factory.mktemp("reference")
     cfg = compose(["method=ridge", "dataset=demo", "split=loso", "genes.split=none", *DEMO,
@@ -57,7 +57,7 @@ def mlflow_template(tmp_path_factory) -> Path:
     """An empty MLflow store (creating its schema costs seconds; each test copies it)."""
     from mlflow.tracking import MlflowClient
 
-    from stbench.tracking import store_uri
+    from stbench.run.tracking import store_uri
 
     folder = tmp_path_factory.mktemp("mlflow-template")
     MlflowClient(store_uri(folder)).search_experiments()
@@ -67,7 +67,7 @@ def mlflow_template(tmp_path_factory) -> Path:
 def _mlflow_runs(tracking_dir: Path):
     from mlflow.tracking import MlflowClient
 
-    from stbench.tracking import store_uri
+    from stbench.run.tracking import store_uri
 
     client = MlflowClient(store_uri(tracking_dir))
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -191,7 +191,7 @@ def _assert_clean_failure(code: int, err: str, tmp: Path, store: Path, needle: s
 def _experiment_id(store: Path, name: str) -> str:
     from mlflow.tracking import MlflowClient
 
-    from stbench.tracking import store_uri
+    from stbench.run.tracking import store_uri
 
     return MlflowClient(store_uri(store)).get_experiment_by_name(name).experiment_id
 
@@ -200,12 +200,12 @@ def _fail_cache_writes(monkeypatch, code: int) -> None:
     """Make the feature cache's file creation fail as the kernel would (in-process fallback)."""
     from types import SimpleNamespace
 
-    import stbench.cache
+    import stbench.features.cache
 
     def mkstemp(*args, **kwargs):
         raise OSError(code, os.strerror(code), kwargs.get("dir"))
 
-    monkeypatch.setattr(stbench.cache, "tempfile", SimpleNamespace(mkstemp=mkstemp))
+    monkeypatch.setattr(stbench.features.cache, "tempfile", SimpleNamespace(mkstemp=mkstemp))
 
 
 @pytest.mark.parametrize("via", ["cache.dir", "STBENCH_CACHE"])

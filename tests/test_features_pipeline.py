@@ -6,11 +6,11 @@ import sys
 import numpy as np
 import pytest
 
-from stbench.cache import ArrayCache
-from stbench.config import compose
+from stbench.features.cache import ArrayCache
+from stbench.run.config import compose
 from stbench.plugins import DATASETS
-from stbench.progress import progress_bars
-from stbench.runner import compute_features
+from stbench.run.progress import progress_bars
+from stbench.features.pipeline import compute_features
 from stbench.testing import tiny_dataset_class
 
 if "tiny" not in DATASETS:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from stbench.cli_genes import app
+from stbench.cli.genes import app
 from stbench.errors import DataError
-from stbench.genes import (
+from stbench.features.descriptions import (
     COLUMNS,
     DescriptionTable,
     coverage,
@@ -316,7 +316,7 @@ def test_cli_coverage_missing_panel(tmp_path: Path) -> None:
 
 
 def _build_module():
-    path = PROJECT_ROOT / "datasets" / "build_gene_descriptions.py"
+    path = PROJECT_ROOT / "tools" / "build_gene_descriptions.py"
     spec = importlib.util.spec_from_file_location("build_gene_descriptions", path)
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None

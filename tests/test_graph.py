@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stbench.graph import (
+from stbench.features.graph import (
     attention_aggregate,
     concat_graphs,
     degree,

@@ -22,10 +22,10 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from stbench.cli_board import app
-from stbench.compare import compare_files
+from stbench.cli.board import app
+from stbench.report.compare import compare_files
 from stbench.errors import UserError
-from stbench.leaderboard import (
+from stbench.report.leaderboard import (
     build_board,
     config_hash,
     load_run,
@@ -35,8 +35,8 @@ from stbench.leaderboard import (
     render_html,
     render_markdown,
 )
-from stbench.metrics import holm
-from stbench.result import validate_result
+from stbench.protocol.metrics import holm
+from stbench.run.result import validate_result
 
 RESULTS = Path(__file__).parent / "data" / "results"
 SLIDES = ["S1", "S2", "S3"]
@@ -470,7 +470,7 @@ def test_render_html_escapes_names(tmp_path):
 
 
 def test_a_single_unit_shows_no_spread():
-    from stbench.leaderboard import Stat, fmt_stat
+    from stbench.report.leaderboard import Stat, fmt_stat
 
     assert fmt_stat(Stat(0.0848, 0.0, 1)) == "0.085"
     assert fmt_stat(Stat(0.35, 0.1291, 4)) == "0.350 ± 0.129"

@@ -9,7 +9,7 @@ from scipy import stats
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from stbench.errors import UserError
-from stbench.metrics import (
+from stbench.protocol.metrics import (
     METRIC_LEVELS,
     Evaluation,
     EvaluationInputError,
@@ -407,7 +407,7 @@ def test_row_blocked_moments_match_scipy_across_blocks(monkeypatch) -> None:
     rule with large means, and float64 sums for float32 input."""
     from scipy import stats
 
-    import stbench.metrics as metrics
+    import stbench.protocol.metrics as metrics
 
     monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 6 * 128)  # 128-row blocks
     rng = np.random.default_rng(1)

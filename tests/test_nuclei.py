@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stbench.nuclei import (
+from stbench.features.nuclei import (
     NUCLEUS_FEATURES,
     SPOT_FEATURES,
     nuclei_features,

@@ -18,13 +18,13 @@ def test_wheel_contains_one_namespace_and_imports(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert "datasets" not in top and "methods" not in top and "benchmark" not in top
-    for needed in ("stbench/conf/config.yaml", "stbench/datasets/gene_descriptions.tsv.gz",
+    for needed in ("stbench/run/conf/config.yaml", "stbench/datasets/gene_descriptions.tsv.gz",
                    "stbench/methods/ridge.py", "stbench/datasets/demo.py"):
         assert needed in names
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(target), str(wheel)], check=True, timeout=300)
-    code = ("import stbench, stbench.methods.ridge, stbench.datasets.demo, stbench.genes as g;"
+    code = ("import stbench, stbench.methods.ridge, stbench.datasets.demo, stbench.features.descriptions as g;"
             "assert stbench.__file__.startswith(%r), stbench.__file__;"
             "print(g.descriptions_for(['ERBB2'])['ERBB2'][:5])" % str(target))
     out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(target), "PATH": ""},
@@ -39,7 +39,7 @@ def test_ui_serves_the_local_store(in_tmp):
     import time
     import urllib.request
 
-    from stbench.tracking import Tracker
+    from stbench.run.tracking import Tracker
 
     Tracker(None, "stbench-runs", "stbench-demo")  # creates the SQLite store
     with socket.socket() as s:

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stbench.errors import ConfigError
-from stbench.metrics import evaluate
-from stbench.splits import gene_splits, slide_folds
+from stbench.protocol.metrics import evaluate
+from stbench.protocol.splits import gene_splits, slide_folds
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent('''
 
     DATASETS.register("tiny", tiny_dataset_class())
     METHODS.register("slow_ridge", SlowRidge)
-    from stbench.cli import main
+    from stbench.cli.app import main
     sys.exit(main(sys.argv[1:]))
 ''')
 
@@ -81,7 +81,7 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path, sig):
 
     from mlflow.tracking import MlflowClient
 
-    from stbench.tracking import store_uri
+    from stbench.run.tracking import store_uri
 
     client = MlflowClient(store_uri(tmp_path / "stbench-runs"))
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
@@ -91,9 +91,9 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path, sig):
 
 
 def test_completed_identity_is_skipped_and_resume_false_reruns(tmp_path):
-    from stbench.config import compose
+    from stbench.run.config import compose
     from stbench.plugins import DATASETS
-    from stbench.runner import run
+    from stbench.run.runner import run
     from stbench.testing import tiny_dataset_class
 
     if "tiny" not in DATASETS:

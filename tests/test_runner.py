@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from stbench.config import compose
+from stbench.run.config import compose
 from stbench.errors import ConfigError
 from stbench.plugins import DATASETS
-from stbench.result import validate_result
-from stbench.runner import make_bundles, run
+from stbench.run.result import validate_result
+from stbench.run.runner import make_bundles, run
 from stbench.testing import tiny_dataset_class
 
 if "tiny" not in DATASETS:
@@ -54,8 +54,8 @@ def test_zero_shot_never_sees_unseen_expression(tmp_path, monkeypatch):
 
 
 def test_test_bundle_hides_expression(tmp_path):
-    from stbench.preprocess import normalise
-    from stbench.runner import plan_folds
+    from stbench.protocol.preprocess import normalise
+    from stbench.run.runner import plan_folds
 
     ds = tiny_dataset_class()()
     slides = ds.load()
@@ -94,7 +94,7 @@ def test_failed_run_is_marked_failed_and_writes_no_json(tmp_path, monkeypatch):
     assert not out.exists()
     from mlflow.tracking import MlflowClient
 
-    from stbench.tracking import store_uri
+    from stbench.run.tracking import store_uri
 
     client = MlflowClient(store_uri(tmp_path / "runs"))
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -4,7 +4,7 @@ Static (``ast`` scan of benchmark/, methods/, datasets/): every ``np.load`` pass
 ``allow_pickle=False``, every ``torch.load`` passes ``weights_only=True``, nothing unpickles
 (``pickle.load(s)``, ``pd.read_pickle``, ``joblib.load``, ``dill``, ``shelve``, ``marshal``,
 ``yaml.load`` without a safe loader) except the one restricted unpickler of
-``stbench.download.read_npy_strings`` that refuses every global but NumPy's array rebuilders.
+``stbench.io.download.read_npy_strings`` that refuses every global but NumPy's array rebuilders.
 
 Behavioural: archive extraction refuses what tests/test_download.py does not already cover
 (absolute and ``..`` zip members, Windows paths, zip symlinks, symlink chains that escape
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from stbench.download import safe_extract
+from stbench.io.download import safe_extract
 from stbench.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,7 +226,7 @@ def test_tar_device_member_is_refused(tmp_path):
 
 @pytest.mark.parametrize("extra, host", [([], "127.0.0.1"), (["--host", "0.0.0.0"], "0.0.0.0")])
 def test_ui_binds_loopback_unless_told(tmp_path, monkeypatch, capsys, extra, host):
-    from stbench.cli import main
+    from stbench.cli.app import main
 
     (tmp_path / "mlflow.db").write_bytes(b"")
     calls = []

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stbench.errors import ConfigError, DataError
-from stbench.splits import gene_splits, slide_folds
+from stbench.protocol.splits import gene_splits, slide_folds
 
 SLIDES = [("A1", "A"), ("A2", "A"), ("B1", "B"), ("B2", "B"), ("C1", "C")]
 

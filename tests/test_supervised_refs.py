@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from stbench.config import compose
+from stbench.run.config import compose
 from stbench.method import Bundle, FitContext, Method
 from stbench.methods._torch_utils import torch_threads
 from stbench.methods.bleep import BLEEP, aggregate, bleep_loss, find_matches
@@ -28,7 +28,7 @@ from stbench.methods.hist2st import Hist2ST, mean_adjacency, zinb_loss
 from stbench.methods.histogene import HisToGene
 from stbench.methods.stnet import STNet
 from stbench.plugins import METHODS
-from stbench.runner import run
+from stbench.run.runner import run
 from stbench.testing import _subset, check_method, tiny_problem
 
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -15,7 +15,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 torch = pytest.importorskip("torch")
 
 from stbench.errors import ConfigError  # noqa: E402
-from stbench.text_encoders import (  # noqa: E402
+from stbench.features.text_encoders import (  # noqa: E402
     HFTextEncoder,
     MiniLMTextEncoder,
     OpenClipTextEncoder,

@@ -4,9 +4,9 @@ import multiprocessing as mp
 import optuna
 import pytest
 
-from stbench.config import compose
+from stbench.run.config import compose
 from stbench.plugins import DATASETS
-from stbench.runner import run
+from stbench.run.runner import run
 from stbench.testing import tiny_dataset_class
 
 if "tiny" not in DATASETS:
@@ -27,7 +27,7 @@ def test_tuning_records_best_params_and_nested_trials(tmp_path):
         assert set(fold["tuning"]["best_params"]) == {"alpha", "n_components"}
     from mlflow.tracking import MlflowClient
 
-    from stbench.tracking import store_uri
+    from stbench.run.tracking import store_uri
 
     client = MlflowClient(store_uri(tmp_path / "runs"))
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])

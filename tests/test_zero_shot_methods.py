@@ -36,7 +36,7 @@ from stbench.methods.sgn import SGN, gene_tokens, mean_aggregate, sampled_gene_l
 from stbench.methods.shuffled_text import ShuffledText, derangement, shuffled_gene_text
 from stbench.methods.textknn import TextKNN, transfer_weights
 from stbench.testing import _subset, check_method, tiny_problem
-from stbench.text import build_gene_text
+from stbench.features.gene_text import build_gene_text
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -370,7 +370,7 @@ def test_shuffled_text_rejects_bad_inner():
 def test_shuffled_text_composes_with_hydra():
     from omegaconf import OmegaConf
 
-    from stbench.config import compose
+    from stbench.run.config import compose
 
     cfg = compose(["method=shuffled_text", "method.inner=bilinear", "+method.inner_config.lam=10.0"])
     obj = OmegaConf.to_object(cfg.method)

@@ -2,8 +2,8 @@
 
 On the same synthetic fold (default 100,000 spots x 1,000 genes, float64) it times
 
-* ``stbench.metrics.pearson_columns(y_true, y_pred)`` -- the vectorised per-gene PCC;
-* ``stbench.metrics.evaluate(...)`` -- every official metric of one fold (per-slide Pearson,
+* ``stbench.protocol.metrics.pearson_columns(y_true, y_pred)`` -- the vectorised per-gene PCC;
+* ``stbench.protocol.metrics.evaluate(...)`` -- every official metric of one fold (per-slide Pearson,
   Spearman and R2, pooled Pearson, MSE/MAE, top-k subsets) on ``--slides`` test slides;
 * a loop ``scipy.stats.pearsonr(y_true[:, j], y_pred[:, j])`` over the genes (the reference),
 
@@ -72,7 +72,7 @@ def pearsonr_loop(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 
 def bench(args: argparse.Namespace) -> dict:
-    from stbench.metrics import evaluate, pearson_columns
+    from stbench.protocol.metrics import evaluate, pearson_columns
 
     t0 = time.perf_counter()
     dtype = np.float32 if args.dtype == "float32" else np.float64
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         ("fold", f"{r['spots']:,} spots x {r['genes']:,} genes, {r['slides']} slides, {r['dtype']} "
                  f"({r['data_mb']:.0f} MiB for truth + prediction), {r['threads']} thread(s), "
                  f"best of {r['repeats']}"),
-        ("stbench.metrics.pearson_columns", _fmt(r, "vectorised")),
+        ("stbench.protocol.metrics.pearson_columns", _fmt(r, "vectorised")),
         ("scipy.stats.pearsonr loop over genes", _fmt(r, "loop")),
     ]
     if "evaluate_wall_s" in r:

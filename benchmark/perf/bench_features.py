@@ -3,7 +3,7 @@
 Prints a table comparing end-to-end ``encode_slide`` (decode the full-resolution JPEG, crop,
 resize, encode) with the bare backbone forward on the same batches already in memory, and the
 same end-to-end pass decoding through :func:`read_rgb_torchvision` directly (a cross-check:
-``stbench.imageio.read_rgb`` has used this torchvision/libjpeg-turbo decoder for JPEGs since
+``stbench.io.images.read_rgb`` has used this torchvision/libjpeg-turbo decoder for JPEGs since
 it was proposed here, so both passes should now agree);
 the stage breakdown; and the peak resident memory (``resource.getrusage``) of extraction alone
 (child processes, one per decoder) and of the whole run.
@@ -62,10 +62,10 @@ def load_section(shared: Path, section: str, max_spots: int | None = None):
 
 
 def read_rgb_torchvision(path: Path) -> np.ndarray:
-    """The torchvision decoder (now ``stbench.imageio.read_rgb``'s JPEG path): JPEGs through
+    """The torchvision decoder (now ``stbench.io.images.read_rgb``'s JPEG path): JPEGs through
     ``torchvision.io.decode_jpeg`` (libjpeg-turbo into one preallocated tensor; pixel-identical
     to Pillow on the her2st JPEGs), other formats through Pillow."""
-    from stbench.imageio import read_rgb
+    from stbench.io.images import read_rgb
 
     if Path(path).suffix.lower() not in (".jpg", ".jpeg"):
         return read_rgb(Path(path))
@@ -100,7 +100,7 @@ def _proposed_slide(slide):
 def extract_only(shared: Path, section: str, patch_um: float, out_size: int,
                  decoder: str = "pillow") -> dict:
     """Decode + crop + resize every spot patch; returns timings and peak RSS."""
-    from stbench.features import extract_patches, patch_size_px
+    from stbench.features.patches import extract_patches, patch_size_px
 
     slide = load_section(shared, section)
     if decoder == "torchvision":
@@ -121,7 +121,7 @@ def extract_only(shared: Path, section: str, patch_um: float, out_size: int,
 def bench(args: argparse.Namespace) -> dict:
     import torch
 
-    from stbench.features import PatchSpec, encode_slide, extract_patches, patch_size_px
+    from stbench.features.patches import PatchSpec, encode_slide, extract_patches, patch_size_px
     from stbench.plugins import ENCODERS
 
     shared = Path(args.shared)

@@ -160,7 +160,7 @@ def bench(args: argparse.Namespace) -> dict:
 
 
 def _mean_pcc(y: np.ndarray, p: np.ndarray) -> float:
-    from stbench.metrics import pearson_columns
+    from stbench.protocol.metrics import pearson_columns
 
     r, _ = pearson_columns(y, p)
     return float(np.nanmean(r))

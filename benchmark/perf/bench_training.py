@@ -4,8 +4,8 @@ Every configuration runs in its OWN child process (so ``ru_maxrss``, the peak re
 size, is that configuration's), on synthetic inputs with the harness's feature contract
 (``stbench.method.SlideView``): ``image`` (n, 1280) float32 as efficientnet_lite0 gives,
 ``nuclei`` (n, 32, 11) + ``nuclei_mask`` (n, 32) (1-32 nuclei a spot), ``edges_grid``
-(``stbench.graph.grid_edges`` on a square array, 8-neighbourhood capped at 5) and
-``edges_knn`` (``stbench.graph.knn_edges``, k = 5); gene text with token states
+(``stbench.features.graph.grid_edges`` on a square array, 8-neighbourhood capped at 5) and
+``edges_knn`` (``stbench.features.graph.knn_edges``, k = 5); gene text with token states
 (G, T = 128, 384) and pooled (G, 384) embeddings, random but fixed (every token real: the
 longest descriptions ``genes.max_tokens=128`` allows).
 
@@ -103,7 +103,7 @@ class SyntheticGeneText:
 
 def make_slides(n_slides: int, n_spots: int, n_genes: int, seed: int = 0) -> list:
     """Training slides with image, nuclei, grid + kNN graph and expression (log1p counts)."""
-    from stbench.graph import grid_edges, knn_edges
+    from stbench.features.graph import grid_edges, knn_edges
     from stbench.method import SlideView
 
     rng = np.random.default_rng(seed)

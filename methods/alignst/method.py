@@ -25,6 +25,7 @@ import torch
 from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta, SlideView
 from stbench.methods._torch_utils import (EarlyStopping, FeatureScaler, mean_gene_pcc,
                                          resolve_device, seed_all, torch_threads)
+from stbench.ranges import bounded
 
 from .model import (EDGE_BOTH, EDGE_GRID, EDGE_KNN, EDGE_SELF, AlignSTModel, GeneBatch,
                     ModelConfig, SpotBatch, alignment_loss, pcc_per_gene)
@@ -139,29 +140,29 @@ class AlignST(Method):
                 set). On a small CPU shared with other jobs, 1 can be many times faster.
         """
 
-        dim: int = 128
-        heads: int = 4
-        graph_layers: int = 2
-        prompt_rounds: int = 2
-        n_text_prompts: int = 4
-        n_visual_prompts: int = 4
-        n_visual_context: int = 4
-        text_layers: int = 1
-        interaction_layers: int = 1
-        genes_per_step: int = 64
-        lr: float = 1e-3
-        weight_decay: float = 1e-4
-        warmup_frac: float = 0.05
-        grad_clip: float = 1.0
-        max_epochs: int = 60
-        patience: int = 10
-        min_epochs: int = 10
-        min_steps_per_epoch: int = 4
-        lambda_pcc: float = 0.5
-        lambda_align: float = 0.1
-        align_temperature: float = 0.1
-        align_max_spots: int = 1024
-        dropout: float = 0.1
+        dim: int = bounded(128, ">= 1")
+        heads: int = bounded(4, ">= 1")
+        graph_layers: int = bounded(2, ">= 0")
+        prompt_rounds: int = bounded(2, ">= 0")
+        n_text_prompts: int = bounded(4, ">= 1")
+        n_visual_prompts: int = bounded(4, ">= 1")
+        n_visual_context: int = bounded(4, ">= 1")
+        text_layers: int = bounded(1, ">= 0")
+        interaction_layers: int = bounded(1, ">= 0")
+        genes_per_step: int = bounded(64, ">= 1")
+        lr: float = bounded(1e-3, "> 0")
+        weight_decay: float = bounded(1e-4, ">= 0")
+        warmup_frac: float = bounded(0.05, "[0, 1)")
+        grad_clip: float = bounded(1.0, ">= 0")
+        max_epochs: int = bounded(60, ">= 1")
+        patience: int = bounded(10, ">= 1")
+        min_epochs: int = bounded(10, ">= 0")
+        min_steps_per_epoch: int = bounded(4, ">= 1")
+        lambda_pcc: float = bounded(0.5, ">= 0")
+        lambda_align: float = bounded(0.1, ">= 0")
+        align_temperature: float = bounded(0.1, "> 0")
+        align_max_spots: int = bounded(1024, ">= 1")
+        dropout: float = bounded(0.1, "[0, 1)")
         nuclei: bool = True
         graph: bool = True
         gene_interaction: bool = True
@@ -170,7 +171,7 @@ class AlignST(Method):
         test_context: str = "unseen"
         scaling: str = "feature"
         device: str = "auto"
-        threads: int = 0
+        threads: int = bounded(0, ">= 0")
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:

@@ -1,0 +1,309 @@
+"""The ``stbench`` command line.
+
+Exit codes: 0 success; 2 bad input or configuration (one line: what, where, how to fix; a
+traceback only with ``--debug``); 1 internal error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stbench.errors import UserError
+
+app = typer.Typer(help="stbench: benchmark spatial-transcriptomics prediction from H&E.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+list_app = typer.Typer(help="List registered plugins.", no_args_is_help=True)
+app.add_typer(list_app, name="list")
+
+out = Console(soft_wrap=True)
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def run(
+    method: str = typer.Option(..., "--method", "-m", help="Registered method name."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Registered dataset name."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Hydra overrides key=value."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result JSON here."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+) -> None:
+    """Run METHOD on DATASET over every fold of the split; record it in MLflow."""
+    from stbench.run.config import compose
+    from stbench.plugins import DATASETS, METHODS
+    from stbench.run.runner import run as run_benchmark
+
+    overrides = list(overrides or [])
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise UserError(f"expected key=value overrides, got {bad[0]!r}",
+                        fix="write settings as key=value, e.g. seed=1")
+    _check_json_path(json_path)
+    METHODS.get(method)
+    dataset_cls = DATASETS.get(dataset)
+    if not any(o.split("=", 1)[0].lstrip("+~") == "split" for o in overrides):
+        overrides.insert(0, f"split={dataset_cls.card.default_split}")
+    cfg = compose([f"method={method}", f"dataset={dataset}", *overrides])
+    result = run_benchmark(cfg, json_path=str(json_path) if json_path else None,
+                           progress=False if no_progress else None)
+    _print_summary(result, json_path)
+
+
+@app.command()
+def features(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Registered dataset name."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Hydra overrides key=value."),
+    kinds: str = typer.Option("image,nuclei,graph,gene_text", "--kinds",
+                              help="Feature kinds to compute."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Compute (or load from the cache) every feature of DATASET's sections."""
+    from stbench.cli.features import precompute
+
+    summary = precompute(dataset, list(overrides or []), frozenset(kinds.split(",")),
+                         progress=False if no_progress else None)
+    for line in summary:
+        out.print(line)
+
+
+cache_app = typer.Typer(help="The content-addressed feature cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info(directory: Optional[Path] = typer.Option(None, "--dir")) -> None:
+    """Entries and size per feature kind."""
+    from stbench.features.cache import ArrayCache
+
+    cache = ArrayCache(directory)
+    table = Table(title=f"feature cache {cache.dir}")
+    for c in ("kind", "entries", "MB"):
+        table.add_column(c)
+    for kind, n, size in cache.summary():
+        table.add_row(kind, str(n), f"{size / 1e6:.1f}")
+    out.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear(directory: Optional[Path] = typer.Option(None, "--dir"),
+                kind: Optional[str] = typer.Option(None, help="Only this feature kind.")) -> None:
+    """Delete cached features."""
+    from stbench.features.cache import ArrayCache
+
+    removed = ArrayCache(directory).clear(kind)
+    out.print(f"removed {removed} entries")
+
+
+@app.command()
+def sweep(
+    methods: str = typer.Option(..., "--methods", help="Comma-separated method names."),
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Hydra overrides for every job."),
+    launcher: str = typer.Option("joblib", help="basic | joblib | submitit_slurm | submitit_local"),
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Parallel local jobs (joblib)."),
+    show_config: bool = typer.Option(False, "--show-config",
+                                     help="Print the launcher config instead of running."),
+) -> None:
+    """Run METHODS x SEEDS on DATASET (Hydra multirun); complete runs are skipped."""
+    from stbench.run.sweep import run_sweep, sweep_command
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        raise UserError(f"bad --seeds {seeds!r}", fix="write integers, e.g. --seeds 0,1,2") from exc
+    args = sweep_command([m.strip() for m in methods.split(",") if m.strip()], dataset, seed_list,
+                         list(overrides or []), launcher=launcher, jobs=jobs,
+                         show_config=show_config)
+    code = run_sweep(args)
+    if code:
+        raise UserError(f"the sweep failed (exit code {code})", fix="see the job errors above")
+
+
+def _check_json_path(json_path: Optional[Path]) -> None:
+    """Refuse a ``--json`` path that cannot be written before the run, not after it."""
+    if json_path is None:
+        return
+    fix = "pass a file path whose folder exists or can be created, e.g. --json result.json"
+    if json_path.is_dir():
+        raise UserError("--json names a directory", where=str(json_path), fix=fix)
+    for parent in json_path.resolve().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError("--json path lies under a file", where=str(parent), fix=fix)
+            break
+
+
+def _print_summary(result: dict, json_path: Optional[Path]) -> None:
+    table = Table(title=f"{result['method']} ({result['method_kind']}) on {result['dataset']}, "
+                        f"split {result['split']['name']}, {len(result['folds'])} folds, "
+                        f"evaluated on {result['genes']['evaluated_on']}")
+    table.add_column("metric")
+    table.add_column("mean over folds", justify="right")
+    for name, value in result["metrics"].items():
+        table.add_row(name, f"{value:.4f}")
+    out.print(table)
+    out.print(f"runtime: {result['runtime_s']:.1f} s")
+    mlflow = result.get("mlflow") or {}
+    if mlflow.get("run_id"):
+        out.print(f"MLflow run {mlflow['run_id']} in {mlflow['tracking_uri']} (view: stbench ui)")
+    if json_path:
+        out.print(f"result JSON: {json_path}")
+
+
+def _plugin_table(kind: str, pattern: str) -> Table:
+    from stbench.plugins import DATASETS, ENCODERS, METHODS
+
+    registry = {"methods": METHODS, "datasets": DATASETS, "encoders": ENCODERS}[kind]
+    table = Table(title=f"registered {kind}")
+    if kind == "methods":
+        columns = ("name", "kind", "trained on", "needs", "citation")
+    elif kind == "datasets":
+        columns = ("name", "version", "platform", "default split", "licence", "citation")
+    else:
+        columns = ("name", "dim", "input px", "description")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for name in registry.list(pattern):
+        try:
+            plugin = registry.get(name)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is listed, not fatal
+            table.add_row(name, f"[red]failed to import: {exc}[/red]")
+            continue
+        if kind == "methods":
+            m = plugin.meta
+            table.add_row(name, m.kind, m.trained_on + " genes", ", ".join(sorted(m.needs)) or "-",
+                          m.citation)
+        elif kind == "datasets":
+            c = plugin.card
+            table.add_row(name, c.version, c.platform, c.default_split, c.licence, c.citation)
+        else:
+            doc = (plugin.__doc__ or "").strip().splitlines()
+            table.add_row(name, str(getattr(plugin, "dim", "")) or "-",
+                          str(getattr(plugin, "input_size", "-")), doc[0] if doc else "")
+    return table
+
+
+@list_app.command("methods")
+def list_methods(pattern: str = typer.Argument("*", help="Glob, e.g. 'align*'.")) -> None:
+    """Registered methods with kind, genes trained on, needs and citation."""
+    out.print(_plugin_table("methods", pattern))
+
+
+@list_app.command("datasets")
+def list_datasets(pattern: str = typer.Argument("*")) -> None:
+    """Registered datasets with version, platform, default split, licence and citation."""
+    out.print(_plugin_table("datasets", pattern))
+
+
+@list_app.command("encoders")
+def list_encoders(pattern: str = typer.Argument("*")) -> None:
+    """Registered image encoders."""
+    out.print(_plugin_table("encoders", pattern))
+
+
+@app.command()
+def ui(
+    directory: Path = typer.Option(Path("stbench-runs"), "--dir", help="The tracking folder."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
+    port: int = typer.Option(5000, help="Port."),
+) -> None:
+    """Start the MLflow UI on the local store (binds 127.0.0.1 unless told otherwise)."""
+    from stbench.run.tracking import store_uri
+
+    db = directory / "mlflow.db"
+    if not db.exists():
+        raise UserError("no MLflow store found", where=str(db),
+                        fix="run `stbench run ...` first or pass --dir to the tracking folder")
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri(directory),
+           "--host", host, "--port", str(port), "--workers", "1"]
+    out.print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
+    sys.stdout.flush()
+    os.execve(sys.executable, cmd, env)  # the UI replaces this process: signals reach it
+
+
+def _mount_subcommands() -> None:
+    from stbench.cli.genes import app as genes_app
+
+    from stbench.cli.board import compare, leaderboard
+    from stbench.cli.data import app as data_app
+
+    app.command("leaderboard")(leaderboard)
+    app.command("compare")(compare)
+
+    app.add_typer(genes_app, name="genes", help="Gene descriptions: show, coverage.")
+    app.add_typer(data_app, name="data", help="Datasets: download, info.")
+
+
+_mount_subcommands()
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM raises SystemExit so that runs in progress are marked FAILED, not left RUNNING."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code."""
+    import click
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    _exit_cleanly_on_sigterm()
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="stbench", standalone_mode=False)
+    except UserError as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc.one_line()}", markup=False)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        err.print("aborted", markup=False)
+        return 130
+    except click.ClickException as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc.format_message()}", markup=False)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
+        if debug:
+            raise
+        from stbench.errors import environment_error
+
+        user = environment_error(exc)  # a full disk or a read-only folder: the user's to fix
+        if user is not None:
+            err.print(f"error: {user.one_line()}", markup=False)
+            return user.exit_code
+        message = " ".join(str(exc).split())  # one line, whatever the exception says
+        err.print(f"internal error: {type(exc).__name__}: {message} (rerun with --debug for the "
+                  "traceback)", markup=False)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

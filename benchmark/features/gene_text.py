@@ -1,0 +1,131 @@
+"""Gene text for methods: descriptions with pooled embeddings and token states.
+
+``tfidf`` is a weight-free bag-of-words encoder (sublinear TF-IDF over word uni- and bigrams,
+L2-normalised), fitted on the descriptions of the run's panel genes only: it reads text, never
+expression, so fitting it on unseen genes' descriptions is legitimate in the zero-shot track.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from stbench.method import GeneText
+
+
+class TextEncoder(ABC):
+    """Encodes gene descriptions."""
+
+    name: str = "text"
+
+    @abstractmethod
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Pooled embedding per text, (n, d) float32."""
+
+
+class TfidfTextEncoder(TextEncoder):
+    """TF-IDF over the corpus given at construction (word uni- and bigrams)."""
+
+    name = "tfidf"
+
+    def __init__(self, corpus: list[str], max_features: int = 4096) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self._vectorizer = TfidfVectorizer(
+            preprocessor=_strip_symbol,
+            ngram_range=(1, 2),
+            sublinear_tf=True,
+            min_df=1,
+            max_features=max_features,
+            stop_words="english",
+        )
+        self._vectorizer.fit(corpus)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self._vectorizer.transform(texts).toarray().astype(np.float32)
+
+
+def _strip_symbol(text: str) -> str:
+    """Drop the leading ``SYMBOL:`` so the gene's own name does not act as a one-hot id."""
+    return re.sub(r"^[^:]{1,40}:\s*", "", text).lower()
+
+
+def build_gene_text(descriptions: dict[str, str], encoder: str = "tfidf", *,
+                    model: str | None = None, cache=None, max_tokens: int = 128) -> GeneText:
+    """A :class:`GeneText` over ``descriptions`` with the named text encoder.
+
+    Args:
+        descriptions: Gene -> description (the run's panel).
+        encoder: ``tfidf`` (weight-free, pooled only), ``minilm`` (all-MiniLM-L6-v2, shipped
+            offline; pooled and token states), ``hf`` (``model`` = a local folder or hub id,
+            e.g. BioBERT) or ``open_clip`` (``model`` = architecture or ``hf-hub:...``).
+        model: The model for ``hf`` / ``open_clip``.
+        cache: A :class:`stbench.features.cache.ArrayCache`; neural embeddings are cached by the
+            texts' content and the encoder's weight digest.
+        max_tokens: Token states are truncated to this many word pieces.
+    """
+    genes = list(descriptions)
+    texts = [descriptions[g] for g in genes]
+    index = {g: i for i, g in enumerate(genes)}
+    if encoder == "tfidf":
+        enc = TfidfTextEncoder(texts)
+        matrix = enc.embed(texts)
+
+        def embed(names: list[str]) -> np.ndarray:
+            return matrix[[index[n] for n in names]]
+
+        return GeneText(descriptions, embed=embed)
+
+    from stbench.features.cache import ArrayCache, cache_key
+    from stbench.features.text_encoders import make_text_encoder
+
+    kwargs = {}
+    if encoder == "hf":
+        if not model:
+            from stbench.errors import ConfigError
+
+            raise ConfigError("genes.text_encoder=hf needs genes.text_model=NAME_OR_PATH",
+                              fix="e.g. genes.text_model=/models/biobert or a cached hub id")
+        kwargs["name_or_path"] = model
+    elif encoder == "open_clip" and model:
+        kwargs["model"] = model
+    neural = make_text_encoder(encoder, **kwargs)
+    store = cache if cache is not None else ArrayCache(enabled=False)
+    key = cache_key(texts=texts, encoder=encoder, digest=neural.digest(), max_tokens=max_tokens)
+    memo: dict[str, np.ndarray] = {}
+
+    def pooled() -> np.ndarray:
+        if "pooled" not in memo:
+            memo["pooled"] = store.get_or_compute("text_pooled", key, lambda: neural.embed(texts))
+        return memo["pooled"]
+
+    def tokens() -> tuple[np.ndarray, np.ndarray]:
+        if "states" not in memo:
+            computed: dict[str, np.ndarray] = {}
+
+            def states() -> np.ndarray:
+                s, m = neural.token_states(texts, max_length=max_tokens)
+                computed["mask"] = m
+                return s.astype(np.float16)
+
+            memo["states"] = store.get_or_compute("text_tokens", key, states)
+            memo["mask"] = store.get_or_compute(
+                "text_tokens_mask", key,
+                lambda: computed["mask"] if "mask" in computed
+                else neural.token_states(texts, max_length=max_tokens)[1])
+        return memo["states"], memo["mask"]
+
+    def embed(names: list[str]) -> np.ndarray:
+        return pooled()[[index[n] for n in names]]
+
+    def token_states(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        states, mask = tokens()
+        rows = [index[n] for n in names]
+        m = mask[rows]
+        t = int(m.sum(1).max()) if len(rows) and m.size else 0
+        return states[rows][:, :t].astype(np.float32), m[:, :t]
+
+    has_tokens = hasattr(neural, "token_states")
+    return GeneText(descriptions, embed=embed, token_states=token_states if has_tokens else None)

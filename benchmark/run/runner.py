@@ -1,0 +1,426 @@
+"""The harness: one method on one dataset over every fold of a split.
+
+Flow (one direction): dataset plugin -> slides -> normalisation -> folds (slide fold x gene
+split; panel and gene statistics from TRAINING slides only) -> cached features -> method.fit on
+the training bundle (seen genes only for zero-shot methods; the harness slices the matrix) ->
+method.predict on test slides (expression hidden) -> evaluator -> result JSON + MLflow runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+import stbench
+from stbench.features.cache import ArrayCache, cache_key
+from stbench.run.checkpoints import RunCheckpoint, run_identity
+from stbench.run.compute import pin_threads, seed_everything
+from stbench.run.config import to_container, to_yaml
+from stbench.data import Dataset, Slide
+from stbench.errors import ConfigError, DataError
+from stbench.features.pipeline import compute_features
+from stbench.features.descriptions import descriptions_for
+from stbench.method import Bundle, FitContext, GeneText, Method, SlideView
+from stbench.protocol.metrics import METRIC_LEVELS, evaluate
+from stbench.plugins import DATASETS, ENCODERS, METHODS
+from stbench.protocol.preprocess import Expression, choose_panel, normalise
+from stbench.run.progress import progress_bars
+from stbench.run.result import SCHEMA_VERSION, dumps, git_sha, validate_result, write_atomic
+from stbench.protocol.splits import GeneSplit, SlideFold, gene_splits, read_gene_list, slide_folds
+from stbench.features.gene_text import build_gene_text
+from stbench.run.tracking import NullTracker, Tracker, flatten
+from stbench.run.tuning import apply_params, default_storage, study_name, tune
+
+MIN_SPOTS_PER_SLIDE = 10
+
+
+@dataclass
+class FoldPlan:
+    """One unit of work: a slide fold, the fold's panel and one gene split."""
+
+    index: int
+    slides: SlideFold
+    panel: list[str]
+    panel_kind: str
+    genes: GeneSplit
+    train_mean: np.ndarray
+    train_var: np.ndarray
+    absent_genes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def evaluated(self) -> list[str]:
+        return list(self.genes.unseen) if self.genes.unseen else list(self.panel)
+
+
+def load_slides(dataset: Dataset, min_spot_counts: int) -> list[Slide]:
+    """Load the dataset, drop spots under ``min_spot_counts`` and check the sections."""
+    slides = dataset.load()
+    if not slides:
+        raise DataError(f"dataset {dataset.card.name!r} has no section",
+                        where=str(getattr(dataset.config, "root", None)),
+                        fix="check dataset.root and dataset.sections")
+    names = [s.name for s in slides]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"duplicate section names {dupes}", fix="give every section a unique name")
+    kept = []
+    for s in slides:
+        if min_spot_counts > 0:
+            x = s.adata.X
+            totals = np.asarray(x.sum(axis=1)).ravel()
+            keep = totals >= min_spot_counts
+            if not keep.all():
+                s = Slide(s.name, s.patient, s.adata[keep].copy(), s.image, s.microns_per_pixel,
+                          s.spot_diameter_um)
+        if s.n_spots < MIN_SPOTS_PER_SLIDE:
+            raise DataError(f"section {s.name} has {s.n_spots} usable spots (< {MIN_SPOTS_PER_SLIDE})",
+                            fix="drop it with dataset.sections=[...] or lower preprocess.min_spot_counts")
+        kept.append(s)
+    return kept
+
+
+def plan_folds(cfg: DictConfig, slides: list[Slide], exprs: dict[str, Expression],
+               literature: list[str] | None, trained_on: str) -> list[FoldPlan]:
+    """Slide folds x gene splits, with panel and gene statistics from training slides."""
+    sp = cfg.split
+    folds = slide_folds([(s.name, s.patient) for s in slides], sp.name, seed=cfg.seed,
+                        test=list(sp.test), val=list(sp.val), n_val_slides=sp.n_val_slides, k=sp.k)
+    g = cfg.genes
+    panel_file = read_gene_list(g.panel_file, "panel") if g.panel_file else None
+    if g.panel == "file" and panel_file is None:
+        raise ConfigError("genes.panel=file needs genes.panel_file=PATH",
+                          fix="write one symbol a line and pass genes.panel_file=PATH")
+    plans: list[FoldPlan] = []
+    for fold in folds:
+        train = [exprs[n] for n in fold.train]
+        panel, kind = choose_panel(g.panel, train, literature=literature,
+                                   panel_file_genes=panel_file, n_hvg=g.n_hvg,
+                                   default=_default_panel(cfg, literature))
+        absent = {}
+        stacked = []
+        for n in fold.train:
+            values, n_absent = exprs[n].select(panel)
+            stacked.append(values)
+        for n in fold.train + fold.val + fold.test:
+            absent[n] = exprs[n].select(panel)[1]
+        y = np.concatenate(stacked, axis=0).astype(np.float64)
+        mean, var = y.mean(0), y.var(0)
+        for gs in gene_splits(panel, mean, g.split, seed=cfg.seed, n_unseen=g.n_unseen, k=g.k,
+                              unseen_file=g.unseen_file, val_fraction=g.val_fraction,
+                              with_val=trained_on == "seen"):
+            plans.append(FoldPlan(len(plans), fold, panel, kind, gs, mean, var, absent))
+    return plans
+
+
+def _default_panel(cfg: DictConfig, literature: list[str] | None) -> str:
+    return "literature" if literature else "all"
+
+
+def _view(slide: Slide, feats: dict[str, np.ndarray], expr: np.ndarray | None) -> SlideView:
+    return SlideView(slide.name, slide.patient, feats,
+                     np.asarray(slide.adata.obsm["spatial"], np.float64),
+                     np.asarray(slide.adata.obsm["grid"]), expr, slide.microns_per_pixel)
+
+
+def make_bundles(plan: FoldPlan, by_name: dict[str, Slide], exprs: dict[str, Expression],
+                 features: dict, trained_on: str) -> tuple[Bundle, Bundle | None, Bundle, list[str]]:
+    """Training, validation and test bundles for one fold.
+
+    Zero-shot methods (``trained_on == "seen"``) get the seen-minus-validation genes on
+    training slides and the validation genes on validation slides; the unseen genes'
+    expression never enters a bundle. Test bundles carry no expression at all.
+    """
+    if trained_on == "seen":
+        fit_genes, val_genes = list(plan.genes.fit), list(plan.genes.val)
+    else:
+        fit_genes, val_genes = list(plan.panel), list(plan.panel)
+    def views(names, genes):
+        return [_view(by_name[n], features[n], exprs[n].select(genes)[0]) for n in names]
+    train = Bundle(views(plan.slides.train, fit_genes), fit_genes)
+    val = Bundle(views(plan.slides.val, val_genes), val_genes) if plan.slides.val else None
+    test = Bundle([_view(by_name[n], features[n], None) for n in plan.slides.test], [])
+    return train, val, test, val_genes
+
+
+def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = None) -> dict:
+    """Run ``cfg.method`` on ``cfg.dataset`` over every fold; return the result dict.
+
+    The result JSON is written (atomically) only after every fold succeeded; a failure
+    marks the MLflow runs FAILED and writes no result.
+    """
+    started = time.perf_counter()
+
+    pin_threads(cfg.threads if cfg.threads > 0 else None)
+    seed_everything(cfg.seed)
+    method_cls: type[Method] = METHODS.get(cfg.method.name)
+    dataset_cls: type[Dataset] = DATASETS.get(cfg.dataset.name)
+    meta = method_cls.meta
+    if meta.kind == "zero_shot" and cfg.genes.split == "none":
+        raise ConfigError(f"{meta.name} is a zero-shot method and genes.split=none leaves no unseen gene",
+                          fix="use genes.split=random|top_mean|kfold|file")
+    identity = run_identity(cfg, meta.version, dataset_cls.card.version)
+    checkpoint = RunCheckpoint(cfg.tracking.dir, identity)
+    if cfg.resume:
+        done = checkpoint.load_result()
+        if done is not None:
+            if json_path:
+                write_atomic(json_path, dumps(done))
+            done["skipped"] = "already complete with the same identity (resume=false reruns it)"
+            return done
+    dataset = dataset_cls(OmegaConf.to_object(cfg.dataset))
+    slides = load_slides(dataset, cfg.preprocess.min_spot_counts)
+    by_name = {s.name: s for s in slides}
+    exprs = {s.name: normalise(s, cfg.preprocess.target_sum, cfg.preprocess.log1p) for s in slides}
+    plans = plan_folds(cfg, slides, exprs, dataset.literature_panel(), meta.trained_on)
+
+    gene_text_by_panel: dict[tuple[str, ...], GeneText] = {}
+    if "gene_text" in meta.needs:
+        for plan in plans:
+            key = tuple(plan.panel)
+            if key not in gene_text_by_panel:
+                desc = descriptions_for(list(plan.panel), cfg.genes.descriptions)
+                gene_text_by_panel[key] = build_gene_text(
+                    desc, cfg.genes.text_encoder, model=cfg.genes.text_model,
+                    cache=ArrayCache(cfg.cache.dir, enabled=cfg.cache.enabled),
+                    max_tokens=cfg.genes.max_tokens)
+
+    tracker = _tracker(cfg)
+    resolved = to_container(cfg)
+    tracker.fail_stale(identity)
+    parent = tracker.start(f"{meta.name}-{cfg.dataset.name}-{cfg.split.name}",
+                           {"stbench.method": meta.name, "stbench.kind": meta.kind,
+                            "stbench.dataset": cfg.dataset.name, "stbench.split": cfg.split.name,
+                            "stbench.seed": str(cfg.seed), "stbench.identity": identity})
+    ok = finished = False
+    try:
+        tracker.log_params(parent, flatten(resolved))
+        tracker.log_text(parent, to_yaml(cfg), "config.yaml")
+        cache = ArrayCache(cfg.cache.dir, enabled=cfg.cache.enabled)
+        fold_results = []
+        with progress_bars(progress) as task:
+            feature_info: dict = {}
+            features = compute_features(cfg, slides, meta.needs, cache, task, feature_info)
+            advance_folds = task(f"folds ({meta.name})", len(plans))
+            for plan in plans:
+                fold = checkpoint.load_fold(plan.index) if cfg.resume else None
+                if fold is None:
+                    fold = _run_fold(cfg, plan, method_cls, by_name, exprs, features,
+                                     gene_text_by_panel.get(tuple(plan.panel)), tracker, parent,
+                                     task)
+                    checkpoint.save_fold(plan.index, fold)
+                else:
+                    fold["resumed"] = True
+                    _record_resumed_fold(tracker, parent, fold)
+                fold_results.append(fold)
+                advance_folds()
+        result = _assemble(cfg, meta, dataset, plans, fold_results, resolved,
+                           time.perf_counter() - started, cache)
+        result["identity"] = identity
+        result["encoder"] = feature_info.get("encoder")
+        validate_result(result)
+        text = dumps(result)
+        tracker.log_metrics(parent, result["metrics"])
+        tracker.log_text(parent, text, "result.json")
+        if json_path:
+            write_atomic(json_path, text)
+        # MLflow is told before the result checkpoint is saved: a run killed in between is
+        # resumed (all folds from checkpoints), never skipped with its parent left RUNNING
+        ok = True
+        tracker.finish(parent, ok)
+        finished = True
+        checkpoint.save_result(result)
+        write_atomic(Path(cfg.tracking.dir) / "results" / cfg.dataset.name /
+                     f"{meta.name}_s{cfg.seed}_{identity[:10]}.json", text)
+        result["mlflow"] = {"tracking_uri": tracker.uri, "run_id": parent or None}
+        return result
+    finally:
+        if not finished:
+            tracker.finish(parent, ok)
+
+
+def _record_resumed_fold(tracker, parent: str, fold: dict) -> None:
+    """A child run holding the metrics of a fold finished by an earlier, interrupted attempt."""
+    child = tracker.start(f"fold-{fold['fold']}", {"stbench.fold": str(fold["fold"]),
+                                                   "stbench.resumed": "true"}, parent=parent)
+    tracker.log_metrics(child, {**fold["metrics"], "runtime_s": fold["runtime_s"]})
+    tracker.finish(child, True)
+
+
+def _tracker(cfg: DictConfig):
+    if not cfg.tracking.enabled:
+        return NullTracker()
+    experiment = cfg.tracking.experiment or f"stbench-{cfg.dataset.name}"
+    return Tracker(cfg.tracking.uri, cfg.tracking.dir, experiment)
+
+
+def _run_fold(cfg, plan: FoldPlan, method_cls, by_name, exprs, features, gene_text, tracker,
+              parent, task) -> dict:
+    fold_started = time.perf_counter()
+    meta = method_cls.meta
+    child = tracker.start(f"fold-{plan.index}", {"stbench.fold": str(plan.index)}, parent=parent)
+    ok = False
+    try:
+        seed_everything(cfg.seed + plan.index)
+        train, val, test, val_genes = make_bundles(plan, by_name, exprs, features, meta.trained_on)
+        method_config = OmegaConf.to_object(cfg.method)
+
+        def make_ctx(report=lambda value, step: None, run_id=child) -> FitContext:
+            return FitContext(seed=cfg.seed, gene_text=gene_text, val_genes=val_genes,
+                              device=cfg.device,
+                              log_metric=lambda name, value, step: tracker.log_metric(run_id, name, value, step),
+                              progress=task, report=report)
+
+        tuning = None
+        if cfg.tuning.n_trials > 0:
+            tuning = _tune_fold(cfg, plan, method_cls, method_config, train, val, make_ctx,
+                                tracker, child)
+            method_config = apply_params(method_config, tuning.best_params)
+        method = method_cls(method_config)
+        method.fit(train, val, make_ctx())
+        evaluated = plan.evaluated
+        y_pred = np.asarray(method.predict(test, evaluated), dtype=np.float64)
+        expected = (test.n_spots, len(evaluated))
+        if y_pred.shape != expected:
+            raise RuntimeError(f"method {meta.name} returned predictions of shape {y_pred.shape}, "
+                               f"expected {expected}")
+        if not np.isfinite(y_pred).all():
+            raise RuntimeError(f"method {meta.name} returned non-finite predictions")
+        y_true = np.concatenate([exprs[n].select(evaluated)[0] for n in plan.slides.test], axis=0)
+        cols = [plan.panel.index(gn) for gn in evaluated]
+        slide_names = np.asarray([s.name for s in test.slides])[test.slide_index()]
+        ev = evaluate(y_true, y_pred, slide_names, evaluated,
+                      gene_mean_train=plan.train_mean[cols], gene_var_train=plan.train_var[cols])
+        runtime = time.perf_counter() - fold_started
+        tracker.log_params(child, {"fold.train": ",".join(plan.slides.train),
+                                   "fold.val": ",".join(plan.slides.val),
+                                   "fold.test": ",".join(plan.slides.test),
+                                   "fold.n_unseen": str(len(plan.genes.unseen))})
+        if tuning is not None:
+            tracker.log_params(child, {f"best.{k}": str(v) for k, v in tuning.best_params.items()})
+        tracker.log_metrics(child, {**ev.metrics, "runtime_s": runtime})
+        tracker.log_text(child, ev.per_gene.to_csv(index=False), "per_gene.csv")
+        if cfg.explain_genes > 0 and hasattr(method, "explain") and tracker.uri:
+            _explain(method, plan, test, exprs, by_name, ev.per_gene, cfg.explain_genes,
+                     tracker, child)
+        ok = True
+        return {"fold": plan.index, "slide_fold": plan.slides.index, "gene_split": plan.genes.index,
+                "metrics": ev.metrics, "counts": ev.counts, "runtime_s": runtime,
+                "tuning": tuning.as_dict() if tuning is not None else None,
+                "per_gene": {"gene": list(ev.per_gene["gene"]),
+                             "pcc": [float(v) for v in ev.per_gene["pcc"]],
+                             "pcc_pooled": [float(v) for v in ev.per_gene["pcc_pooled"]]},
+                "per_slide": {"slide": [str(v) for v in ev.per_slide["slide"]],
+                              "pcc": [float(v) for v in ev.per_slide["pcc"]]}}
+    finally:
+        tracker.finish(child, ok)
+
+
+def _explain(method, plan, test: Bundle, exprs, by_name, per_gene, n_genes: int, tracker,
+             run_id: str) -> None:
+    """Interpretability PNGs (measured vs predicted maps on the H&E thumbnail, attention)
+    for the ``n_genes`` best-predicted evaluated genes, logged under ``explain/``.
+
+    Runs after prediction and evaluation: the measured maps read test expression for display
+    only.
+    """
+    import tempfile
+
+    genes = list(per_gene.sort_values("pcc", ascending=False)["gene"][:n_genes])
+    thumbs, scale = {}, 1.0
+    for view in test.slides:
+        image = by_name[view.name].image
+        width, height = image.size
+        scale = min(1.0, 1200 / max(width, height))
+        step = max(1, int(round(1 / scale)))
+        thumbs[view.name] = image.read()[::step, ::step]
+        scale = 1.0 / step
+    with tempfile.TemporaryDirectory() as tmp:
+        for gene in genes:
+            shown = Bundle([dataclasses.replace(v, expression=exprs[v.name].select([gene])[0])
+                            for v in test.slides], [gene])
+            for path in method.explain(shown, gene, tmp, thumbnails=thumbs, thumbnail_scale=scale):
+                tracker.log_file(run_id, path, "explain")
+
+
+def _tune_fold(cfg, plan, method_cls, method_config, train, val, make_ctx, tracker, fold_run):
+    """Nested Optuna search on the fold's validation side; each trial a nested MLflow run."""
+    if val is None:
+        raise ConfigError(f"tuning needs validation slides, and fold {plan.index} has none",
+                          fix="use split.n_val_slides=1 (or more) or tuning.n_trials=0")
+    storage = cfg.tuning.storage or default_storage(cfg.tracking.dir)
+    name = study_name(method_cls.meta.name, cfg.dataset.name, cfg.split.name, plan.index,
+                      {"config": {k: v for k, v in to_container(cfg).items()
+                                  if k not in ("tuning", "tracking", "cache")},
+                       "train": plan.slides.train,
+                       "val": plan.slides.val, "genes": plan.genes.fit})
+
+    def on_trial(number: int, params: dict, score: float | None, state: str) -> None:
+        run_id = tracker.start(f"trial-{number}", {"stbench.trial": str(number)}, parent=fold_run)
+        tracker.log_params(run_id, {k: str(v) for k, v in params.items()})
+        if score is not None:
+            tracker.log_metrics(run_id, {"val_pcc_mean": score})
+        tracker.finish(run_id, state == "COMPLETE" or state == "PRUNED")
+
+    return tune(method_cls=method_cls, base_config=method_config, train=train, val=val,
+                make_ctx=lambda report: make_ctx(report), n_trials=cfg.tuning.n_trials,
+                storage=storage, name=name, seed=cfg.seed + plan.index,
+                sampler=cfg.tuning.sampler, pruner=cfg.tuning.pruner, on_trial=on_trial)
+
+
+def _assemble(cfg, meta, dataset, plans: list[FoldPlan], fold_results, resolved, runtime, cache) -> dict:
+    names = list(fold_results[0]["metrics"])
+    metrics = {m: float(np.mean([f["metrics"][m] for f in fold_results])) for m in names}
+    seen_all = set.intersection(*[set(p.genes.seen) for p in plans])
+    unseen_any = set().union(*[set(p.genes.unseen) for p in plans])
+    first_panel = plans[0].panel
+    order = {g: i for i, g in enumerate(first_panel)}
+    def ordered(genes):
+        return sorted(genes, key=lambda g: (order.get(g, len(order)), g))
+    try:
+        import torch
+        torch_version = torch.__version__
+    except ImportError:  # pragma: no cover
+        torch_version = None
+    return {
+        "schema": SCHEMA_VERSION,
+        "stbench_version": stbench.__version__,
+        "git_sha": git_sha(),
+        "method": meta.name,
+        "method_kind": meta.kind,
+        "method_version": meta.version,
+        "trained_on": "seen genes" if meta.trained_on == "seen" else "all panel genes",
+        "dataset": dataset.card.name,
+        "dataset_version": dataset.card.version,
+        "split": {"name": cfg.split.name,
+                  "folds": [{**p.slides.as_dict(), "fold": p.index, "slide_fold": p.slides.index,
+                             "gene_split": p.genes.index, "genes": {
+                                 "panel": len(p.panel), "seen": list(p.genes.seen),
+                                 "unseen": list(p.genes.unseen), "val": list(p.genes.val)},
+                             "absent_panel_genes": p.absent_genes} for p in plans]},
+        "genes": {"panel": plans[0].panel_kind, "gene_split": cfg.genes.split,
+                  "n_panel": len(first_panel), "seen": ordered(seen_all),
+                  "unseen": ordered(unseen_any),
+                  "evaluated_on": "unseen genes" if unseen_any else "all panel genes"},
+        "seed": int(cfg.seed),
+        "config": resolved,
+        "preprocess": {"normalize_total": cfg.preprocess.target_sum, "log1p": cfg.preprocess.log1p,
+                       "min_spot_counts": cfg.preprocess.min_spot_counts},
+        "folds": [{**{k: f[k] for k in ("fold", "metrics", "counts", "runtime_s", "tuning",
+                                        "per_gene", "per_slide")},
+                   "resumed": bool(f.get("resumed", False))} for f in fold_results],
+        "best_params": [f["tuning"]["best_params"] if f.get("tuning") else None
+                        for f in fold_results],
+        "metrics": metrics,
+        "metric_levels": {m: METRIC_LEVELS.get(m, "") for m in names},
+        "runtime_s": runtime,
+        "environment": {"python": platform.python_version(), "torch": torch_version,
+                        "machine": platform.machine()},
+        "feature_cache": {"hits": cache.hits, "misses": cache.misses},
+    }

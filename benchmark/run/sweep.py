@@ -1,0 +1,47 @@
+"""``stbench sweep``: the grid of methods x seeds (x extra overrides) as a Hydra multirun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from stbench.errors import ConfigError
+
+LAUNCHERS = ("basic", "joblib", "submitit_slurm", "submitit_local")
+
+
+def sweep_command(methods: list[str], dataset: str, seeds: list[int], overrides: list[str],
+                  launcher: str = "joblib", jobs: int = 2, sweep_dir: str = "stbench-runs/sweeps",
+                  show_config: bool = False) -> list[str]:
+    """The ``python -m stbench.run.sweep_app -m ...`` command line of a sweep."""
+    from stbench.plugins import DATASETS, METHODS
+
+    if not methods:
+        raise ConfigError("no methods given", fix="pass --methods a,b,c")
+    for m in methods:
+        METHODS.get(m)
+    card = DATASETS.get(dataset).card
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {launcher!r}", fix=f"use one of {', '.join(LAUNCHERS)}")
+    args = [sys.executable, "-m", "stbench.run.sweep_app"]
+    args += ["--cfg", "hydra"] if show_config else ["-m"]
+    args += [f"method={','.join(methods)}", f"dataset={dataset}",
+             f"seed={','.join(str(s) for s in seeds)}"]
+    if not any(o.split("=", 1)[0] == "split" for o in overrides):
+        args.append(f"split={card.default_split}")
+    args += [f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}/${{now:%Y-%m-%d_%H-%M-%S}}",
+             "hydra.job.chdir=false"]
+    if launcher == "joblib":
+        args.append(f"hydra.launcher.n_jobs={jobs}")
+    args += list(overrides)
+    return args
+
+
+def run_sweep(args: list[str], summary: Path | None = None) -> int:
+    """Run the multirun; return its exit code."""
+    env = dict(os.environ)
+    if summary is not None:
+        env["STBENCH_SWEEP_SUMMARY"] = str(summary)
+    return subprocess.call(args, env=env)
