@@ -191,6 +191,15 @@ class Method(ABC):
         self.config = config if config is not None else self.Config()
 
     @classmethod
+    def needs_for(cls, config: Any = None) -> frozenset[str]:
+        """The feature kinds the method consumes under ``config`` (default ``meta.needs``).
+
+        Override when a setting switches a feature off (or a wrapper inherits its inner
+        method's needs): the harness computes exactly these kinds and records them.
+        """
+        return frozenset(cls.meta.needs)
+
+    @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
         """Optuna search space: return config overrides sampled from ``trial``."""
         return {}

@@ -1,4 +1,4 @@
-"""The three plugin registries and the built-in plugins (registered lazily).
+"""The plugin registries and the built-in plugins (registered lazily).
 
 Third-party packages add plugins through entry points, e.g. in their pyproject::
 
@@ -13,6 +13,8 @@ from stbench.registry import Registry
 METHODS: Registry = Registry("method", group="stbench.methods")
 DATASETS: Registry = Registry("dataset", group="stbench.datasets")
 ENCODERS: Registry = Registry("encoder", group="stbench.encoders")
+#: Gene representations of the zero-shot track (``genes.representation=NAME``).
+REPRESENTATIONS: Registry = Registry("representation", group="stbench.representations")
 
 _BUILTIN_METHODS = {
     "mean_expression": "stbench.methods.mean_expression:MeanExpression",
@@ -43,6 +45,14 @@ _BUILTIN_ENCODERS = {
     "timm": "stbench.features.image_encoders:TimmEncoder",
     "open_clip": "stbench.features.image_encoders:OpenClipEncoder",
 }
+_BUILTIN_REPRESENTATIONS = {
+    "minilm": "stbench.features.representations:MiniLMRepresentation",
+    "tfidf": "stbench.features.representations:TfidfRepresentation",
+    "hf": "stbench.features.representations:HFRepresentation",
+    "open_clip": "stbench.features.representations:OpenClipRepresentation",
+    "table": "stbench.features.representations:TableRepresentation",
+    "go": "stbench.features.representations:GoRepresentation",
+}
 
 for _name, _target in _BUILTIN_METHODS.items():
     METHODS.register(_name, _target)
@@ -50,3 +60,5 @@ for _name, _target in _BUILTIN_DATASETS.items():
     DATASETS.register(_name, _target)
 for _name, _target in _BUILTIN_ENCODERS.items():
     ENCODERS.register(_name, _target)
+for _name, _target in _BUILTIN_REPRESENTATIONS.items():
+    REPRESENTATIONS.register(_name, _target)

@@ -47,7 +47,8 @@ def tiny_problem(seed: int = 0, n_slides: int = 3, n_spots: int = 40, n_genes: i
     return {"slides": slides, "genes": genes, "descriptions": descriptions}
 
 
-def _subset(views: list[SlideView], all_genes: list[str], genes: list[str] | None) -> list[SlideView]:
+def subset(views: list[SlideView], all_genes: list[str], genes: list[str] | None) -> list[SlideView]:
+    """``views`` whose expression holds the columns of ``genes`` only (none when ``None``)."""
     out = []
     for v in views:
         expr = None
@@ -56,6 +57,9 @@ def _subset(views: list[SlideView], all_genes: list[str], genes: list[str] | Non
             expr = np.asarray(v.expression)[:, cols]
         out.append(dataclasses.replace(v, expression=expr))
     return out
+
+
+_subset = subset  # the former private name, still imported by some test modules
 
 
 def _fit_predict(method_cls: type[Method], problem: dict[str, Any], seed: int) -> tuple[np.ndarray, list[str]]:
@@ -67,9 +71,9 @@ def _fit_predict(method_cls: type[Method], problem: dict[str, Any], seed: int) -
     if meta.trained_on == "all":
         fit_genes, val_genes = list(genes), list(genes)
     views = problem["slides"]
-    train = Bundle(_subset(views[:-2], genes, fit_genes), fit_genes)
-    val = Bundle(_subset(views[-2:-1], genes, val_genes), val_genes)
-    test = Bundle(_subset(views[-1:], genes, None), [])
+    train = Bundle(subset(views[:-2], genes, fit_genes), fit_genes)
+    val = Bundle(subset(views[-2:-1], genes, val_genes), val_genes)
+    test = Bundle(subset(views[-1:], genes, None), [])
     ctx = FitContext(seed=seed, gene_text=build_gene_text(problem["descriptions"]), val_genes=val_genes)
     method = method_cls(method_cls.Config())
     method.fit(train, val, ctx)

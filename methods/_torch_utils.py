@@ -2,7 +2,8 @@
 
 * :func:`seed_all` / :func:`torch_threads`: re-exported from :mod:`stbench.run.compute`;
 * :func:`pcc_loss`, :func:`mean_gene_pcc_per_slide`: Pearson losses and validation scores;
-* :class:`EarlyStopping`: keeps the best ``state_dict`` by a validation score and restores it;
+* :class:`EarlyStopping`: re-exported from :mod:`stbench.methods._training` (the one epoch
+  loop, :func:`~stbench.methods._training.run_epochs`);
 * :func:`grid_edges`, :func:`knn_edges`, :func:`slide_edges`: the spot graphs (SGN's two edge
   types), taken from the harness's ``graph`` features when present, else built here;
 * :class:`FeatureScaler`: training-set feature scaling (``global`` by default: see there);
@@ -16,7 +17,6 @@ no self-loops (PyG's ``flow="source_to_target"``).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from stbench.method import Bundle, FitContext, SlideView
+from stbench.methods._training import EarlyStopping, LoopSpec, run_epochs
+from stbench.protocol.metrics import pearson_columns
 from stbench.run.compute import resolve_device as _resolve_device
 from stbench.run.compute import seed_everything as seed_all
 from stbench.run.compute import torch_threads  # noqa: F401 (re-exported for the methods)
@@ -53,13 +55,13 @@ def pcc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def mean_gene_pcc(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean over genes of Pearson's r over spots (constant columns count as 0)."""
+    """Mean over genes of Pearson's r over spots (the evaluator's ``pearson_columns``; a column
+    constant in either argument counts as 0)."""
     y = np.asarray(y, np.float64)
-    p = np.asarray(p, np.float64)
-    yc, pc = y - y.mean(0), p - p.mean(0)
-    den = np.sqrt((yc**2).sum(0) * (pc**2).sum(0))
-    r = np.where(den > 0, (yc * pc).sum(0) / np.where(den > 0, den, 1.0), 0.0)
-    return float(r.mean()) if r.size else 0.0
+    if y.ndim != 2 or y.shape[1] == 0 or y.shape[0] == 0:
+        return 0.0
+    r, _ = pearson_columns(y, np.asarray(p, np.float64))
+    return float(np.nan_to_num(r, nan=0.0).mean())
 
 
 def mean_gene_pcc_per_slide(y: np.ndarray, p: np.ndarray, slide: np.ndarray) -> float:
@@ -68,37 +70,6 @@ def mean_gene_pcc_per_slide(y: np.ndarray, p: np.ndarray, slide: np.ndarray) -> 
     if ids.size == 0:
         return 0.0
     return float(np.mean([mean_gene_pcc(y[slide == i], p[slide == i]) for i in ids]))
-
-
-class EarlyStopping:
-    """Track a validation score (higher is better); keep a copy of the best state.
-
-    ``step(score, module)`` returns True when training should stop (``patience`` evaluations
-    without an improvement of more than ``min_delta``). ``restore(module)`` loads the best state.
-    """
-
-    def __init__(self, patience: int, min_delta: float = 0.0) -> None:
-        self.patience = int(patience)
-        self.min_delta = float(min_delta)
-        self.best_score = -math.inf
-        self.best_step = -1
-        self.best_state: dict[str, Any] | None = None
-        self._bad = 0
-        self._n = 0
-
-    def step(self, score: float, module: torch.nn.Module) -> bool:
-        score = float(score) if np.isfinite(score) else -math.inf
-        if self.best_state is None or score > self.best_score + self.min_delta:
-            self.best_score, self.best_step, self._bad = score, self._n, 0
-            self.best_state = copy.deepcopy(module.state_dict())
-        else:
-            self._bad += 1
-        self._n += 1
-        return self._bad >= self.patience
-
-    def restore(self, module: torch.nn.Module) -> None:
-        if self.best_state is not None:
-            module.load_state_dict(self.best_state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,36 +218,16 @@ def fit_with_early_stopping(net: torch.nn.Module, train_epoch: Callable[[int], f
         ``{"history": [...], "best_epoch": int | None, "best_val_pcc": float | None}``.
     """
     has_val = target is not None and val_predict is not None
-    epochs = int(max_epochs) if has_val else int(epochs_no_val)
-    stopper = EarlyStopping(patience)
-    advance = ctx.progress(f"{name} epochs", epochs)
-    history: list[dict[str, float]] = []
-    for epoch in range(epochs):
-        net.train()
-        loss = float(train_epoch(epoch))
-        record = {"epoch": epoch, "train_loss": loss}
-        ctx.log_metric("train_loss", loss, epoch)
-        stop = False
-        if has_val:
-            y, slide, cols = target  # type: ignore[misc]
-            net.eval()
-            with torch.no_grad():
-                pred = np.asarray(val_predict())[:, cols]  # type: ignore[misc]
-            score = mean_gene_pcc_per_slide(y, pred, slide)
-            record["val_pcc"] = score
-            ctx.log_metric("val_pcc", score, epoch)
-            ctx.report(score, epoch)  # lets a tuning pruner stop a bad trial
-            stop = stopper.step(score, net)
-        history.append(record)
-        advance()
-        if stop:
-            break
-    if has_val:
-        stopper.restore(net)
-    net.eval()
-    return {"history": history,
-            "best_epoch": stopper.best_step if has_val else None,
-            "best_val_pcc": stopper.best_score if has_val else None}
+
+    def validate() -> float:
+        y, slide, cols = target  # type: ignore[misc]
+        pred = np.asarray(val_predict())[:, cols]  # type: ignore[misc]
+        return mean_gene_pcc_per_slide(y, pred, slide)
+
+    spec = LoopSpec(name, int(max_epochs) if has_val else int(epochs_no_val), int(patience))
+    out = run_epochs(net, train_epoch, validate if has_val else None, spec, ctx)
+    return {"history": out.history, "best_epoch": out.best_epoch,
+            "best_val_pcc": out.best_score}
 
 
 def gene_columns(trained: list[str], genes: list[str], method: str) -> list[int]:

@@ -29,6 +29,7 @@ validation genes; the best state is restored.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
+from stbench.methods._training import LoopSpec, run_epochs
 from stbench.methods._torch_utils import (
-    EarlyStopping,
     FeatureScaler,
     mean_gene_pcc_per_slide,
     pcc_loss,
@@ -200,22 +201,34 @@ class GeneQuery(Method):
         opt = torch.optim.AdamW(self._net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         has_val = val is not None and bool(val.slides) and bool(val.genes)
+        validate = None
         if has_val:
             v_x, v_text = self._x(val), self._text(list(val.genes))
             v_y, v_index = val.expression(), val.slide_index()
-        epochs = int(cfg.max_epochs) if has_val else int(cfg.epochs_no_val)
-        stopper = EarlyStopping(cfg.patience)
-        advance = ctx.progress("genequery epochs", epochs)
-        self.history_: list[dict[str, float]] = []
-        for epoch in range(epochs):
-            self._net.train()
+            validate = lambda: mean_gene_pcc_per_slide(  # noqa: E731
+                v_y, self._forward(v_x, v_text), v_index)
+        run_epoch = self._epoch_runner(xs, ys, text, opt, gen)
+        spec = LoopSpec("genequery", cfg.max_epochs if has_val else cfg.epochs_no_val,
+                        cfg.patience)
+        out = run_epochs(self._net, run_epoch, validate, spec, ctx)
+        self.history_ = out.history
+        if has_val:
+            self.best_epoch_, self.best_val_pcc_ = out.best_epoch, out.best_score
+
+    def _epoch_runner(self, xs: list[torch.Tensor], ys: list[torch.Tensor], text: torch.Tensor,
+                      opt: torch.optim.Optimizer, gen: torch.Generator) -> Callable[[int], float]:
+        """One step per training slide (random order): up to ``spots_per_step`` of its spots
+        x ``genes_per_step`` sampled genes; MSE + ``pcc_weight`` (1 - mean PCC)."""
+        cfg = self.config
+
+        def run_epoch(epoch: int) -> float:
             losses = []
             for i in torch.randperm(len(xs), generator=gen).tolist():
                 x, y = xs[i], ys[i]
                 if x.shape[0] > cfg.spots_per_step:
-                    rows = torch.randperm(x.shape[0], generator=gen)[: cfg.spots_per_step].to(self._device)
-                    x, y = x[rows], y[rows]
-                idx = sample_genes(len(genes), cfg.genes_per_step, gen).to(self._device)
+                    rows = torch.randperm(x.shape[0], generator=gen)[: cfg.spots_per_step]
+                    x, y = x[rows.to(self._device)], y[rows.to(self._device)]
+                idx = sample_genes(text.shape[0], cfg.genes_per_step, gen).to(self._device)
                 pred = self._net(x, text[idx])
                 target = y[:, idx]
                 loss = F.mse_loss(pred, target)
@@ -225,23 +238,9 @@ class GeneQuery(Method):
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
-            record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-            ctx.log_metric("train_loss", record["train_loss"], epoch)
-            stop = False
-            if has_val:
-                score = mean_gene_pcc_per_slide(v_y, self._forward(v_x, v_text), v_index)
-                record["val_pcc"] = score
-                ctx.log_metric("val_pcc", score, epoch)
-                ctx.report(score, epoch)  # lets a tuning pruner stop a bad trial
-                stop = stopper.step(score, self._net)
-            self.history_.append(record)
-            advance()
-            if stop:
-                break
-        if has_val:
-            stopper.restore(self._net)
-            self.best_epoch_, self.best_val_pcc_ = stopper.best_step, stopper.best_score
-        self._net.eval()
+            return float(np.mean(losses))
+
+        return run_epoch
 
     @torch.no_grad()
     def _forward(self, xs: list[torch.Tensor], text: torch.Tensor) -> np.ndarray:

@@ -41,8 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta
+from stbench.methods._training import LoopSpec, run_epochs
 from stbench.methods._torch_utils import (
-    EarlyStopping,
     FeatureScaler,
     mean_gene_pcc_per_slide,
     pcc_loss,
@@ -326,17 +326,16 @@ class SGN(Method):
         opt = torch.optim.AdamW(self._net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         has_val = val is not None and bool(val.slides) and bool(val.genes)
+        validate = None
         if has_val:
             v_slides = self._slide_tensors(val)
             v_states, v_mask = self._text_tensors(list(val.genes))
-            v_y = val.expression()
-            v_index = val.slide_index()
-        epochs = int(cfg.max_epochs) if has_val else int(cfg.epochs_no_val)
-        stopper = EarlyStopping(cfg.patience)
-        advance = ctx.progress("sgn epochs", epochs)
-        self.history_: list[dict[str, float]] = []
-        for epoch in range(epochs):
-            self._net.train()
+            v_y, v_index = val.expression(), val.slide_index()
+            validate = lambda: mean_gene_pcc_per_slide(  # noqa: E731
+                v_y, self._forward(v_slides, v_states, v_mask), v_index)
+
+        def run_epoch(epoch: int) -> float:
+            """One step per training slide (random order), 64 sampled genes each."""
             losses = []
             for i in torch.randperm(len(slides), generator=gen).tolist():
                 x, edges = slides[i]
@@ -348,25 +347,13 @@ class SGN(Method):
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
-            record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-            ctx.log_metric("train_loss", record["train_loss"], epoch)
-            stop = False
-            if has_val:
-                pred = self._forward(v_slides, v_states, v_mask)
-                score = mean_gene_pcc_per_slide(v_y, pred, v_index)
-                record["val_pcc"] = score
-                ctx.log_metric("val_pcc", score, epoch)
-                ctx.report(score, epoch)  # lets a tuning pruner stop a bad trial
-                stop = stopper.step(score, self._net)
-            self.history_.append(record)
-            advance()
-            if stop:
-                break
+            return float(np.mean(losses))
+
+        spec = LoopSpec("sgn", cfg.max_epochs if has_val else cfg.epochs_no_val, cfg.patience)
+        out = run_epochs(self._net, run_epoch, validate, spec, ctx)
+        self.history_ = out.history
         if has_val:
-            stopper.restore(self._net)
-            self.best_epoch_ = stopper.best_step
-            self.best_val_pcc_ = stopper.best_score
-        self._net.eval()
+            self.best_epoch_, self.best_val_pcc_ = out.best_epoch, out.best_score
 
     @torch.no_grad()
     def _forward(self, slides, states: torch.Tensor, mask: torch.Tensor) -> np.ndarray:

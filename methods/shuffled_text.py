@@ -22,6 +22,8 @@ from typing import Any, Dict
 
 import numpy as np
 
+from stbench.errors import ConfigError
+from stbench.ranges import violations
 from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta
 
 #: Mixed into ``ctx.seed`` so the permutation's stream differs from the inner method's.
@@ -98,20 +100,15 @@ class ShuffledText(Method):
         inner: str = "bilinear"
         inner_config: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006 (OmegaConf)
 
+    @classmethod
+    def needs_for(cls, config: Any = None) -> frozenset[str]:
+        """Exactly the inner method's needs under the inner config (a true control)."""
+        config = config if config is not None else cls.Config()
+        inner = _inner_with_config(config)
+        return inner.needs_for(inner.config) | {"gene_text"}
+
     def _make_inner(self) -> Method:
-        cls = inner_method_class(str(self.config.inner))
-        meta = cls.meta
-        if meta.trained_on != "seen" or "gene_text" not in meta.needs:
-            raise ValueError(
-                f"shuffled_text wraps a method trained on seen genes that reads gene text; "
-                f"{meta.name!r} is {meta.kind} (trained on {meta.trained_on}, needs "
-                f"{sorted(meta.needs)})")
-        overrides = dict(self.config.inner_config or {})
-        fields = {f.name for f in dataclasses.fields(cls.Config)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(f"inner_config sets {unknown}, which {meta.name}.Config does not have")
-        return cls(cls.Config(**overrides))
+        return _inner_with_config(self.config)
 
     def fit(self, train: Bundle, val: Bundle | None, ctx: FitContext) -> None:
         if ctx.gene_text is None:
@@ -122,3 +119,25 @@ class ShuffledText(Method):
 
     def predict(self, bundle: Bundle, genes: list[str]) -> np.ndarray:
         return self.inner_.predict(bundle, list(genes))
+
+
+def _inner_with_config(config: Any) -> Method:
+    """The wrapped method, built with ``config.inner_config`` over its defaults."""
+    cls = inner_method_class(str(config.inner))
+    meta = cls.meta
+    if meta.trained_on != "seen" or "gene_text" not in meta.needs:
+        raise ConfigError(
+            f"shuffled_text wraps a method trained on seen genes that reads gene text; "
+            f"{meta.name!r} is {meta.kind} (trained on {meta.trained_on}, needs "
+            f"{sorted(meta.needs)})", fix="use method.inner= a zero-shot method, e.g. alignst")
+    overrides = dict(config.inner_config or {})
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ConfigError(f"method.inner_config sets {unknown}, which {meta.name}.Config does not have",
+                          fix=f"see `stbench list methods {meta.name}` and its Config fields")
+    inner_config = cls.Config(**overrides)
+    for key, value, rng in violations(inner_config):
+        raise ConfigError(f"bad configuration: method.inner_config.{key}={value} is out of range "
+                          f"(valid: {rng})", fix=f"set method.inner_config.{key} to a value {rng}")
+    return cls(inner_config)

@@ -237,15 +237,24 @@ def test_gene_encoder_last_block_shortcut_equals_full_self_attention() -> None:
     from stbench.methods.alignst.model import GeneEncoder
 
     torch.manual_seed(0)
-    enc = GeneEncoder(8, 32, 4, 2, 3, 0.0).eval()
-    tokens = enc.project(torch.randn(5, 7, 8))
-    mask = torch.rand(5, 7) < 0.7
-    mask[:, 0] = True
-    x = torch.cat([enc.prompts.expand(5, -1, -1), tokens], 1)
-    full_mask = torch.cat([torch.ones(5, 3, dtype=torch.bool), mask], 1)
-    for block in enc.blocks:
-        x, _ = block(x, key_mask=full_mask)
-    torch.testing.assert_close(enc(tokens, mask), x[:, 0], atol=1e-5, rtol=1e-5)
+    for layers in (1, 2, 3):
+        enc = GeneEncoder(8, 32, 4, layers, 3, 0.0).eval()
+        raw = torch.randn(5, 7, 8)
+        mask = torch.rand(5, 7) < 0.7
+        mask[:, 0] = True
+        x = torch.cat([enc.prompts.expand(5, -1, -1), enc.project(raw)], 1)
+        full_mask = torch.cat([torch.ones(5, 3, dtype=torch.bool), mask], 1)
+        for block in enc.blocks:
+            x, _ = block(x, key_mask=full_mask)
+        # prepared tokens (real tokens projected once, first block's K/V reused) give the
+        # same embeddings as the full self-attention over the padded sequence
+        torch.testing.assert_close(enc(enc.prepare(raw, mask)), x[:, 0], atol=1e-5, rtol=1e-5)
+        prompts = torch.randn(3, 32)
+        x = torch.cat([prompts.expand(5, -1, -1), enc.project(raw)], 1)
+        for block in enc.blocks:
+            x, _ = block(x, key_mask=full_mask)
+        torch.testing.assert_close(enc(enc.prepare(raw, mask), prompts), x[:, 0],
+                                   atol=1e-5, rtol=1e-5)
 
 
 def test_spot_graph_union_types_and_self_loops() -> None:

@@ -1,7 +1,7 @@
 """Bad input, table-driven: every reader and the CLI refuse malformed input with exit code 2.
 
 Each row builds ONE malformed input in ``tmp_path`` (from the generators of
-``tests/fixtures/make_fixtures.py``, or a copy of a real fixture in ``$STBENCH_SHARED``), runs
+``tests/fixtures/make_fixtures.py``, so the table needs no real data and runs anywhere), runs
 the CLI and checks the contract of DESIGN.md: exit code 2, ONE line on stderr and no traceback,
 the line names the file or the setting at fault, and no result JSON marked complete.
 
@@ -43,7 +43,7 @@ CASES: list = []
 def case(case_id: str, *, sub: bool = False):
     """Register a row; ``sub`` rows run the console entry point in a subprocess."""
 
-    def register(build: Callable[[Path, Path], Expect]):
+    def register(build: Callable[[Path], Expect]):
         marks = [pytest.mark.slow] if sub else []
         CASES.append(pytest.param(build, sub, id=case_id, marks=marks))
         return build
@@ -120,12 +120,11 @@ def _hest(tmp: Path) -> Path:
     return root
 
 
-def _visium(tmp: Path, shared: Path) -> Path:
-    dst = tmp / "sample1"
-    shutil.copytree(shared / "data" / "fixtures" / "visium_1.0.0", dst)
-    for p in dst.rglob("*"):
-        p.chmod(0o644 if p.is_file() else 0o755)
-    return dst
+def _visium(tmp: Path) -> Path:
+    """A generated Space Ranger 1.0.0 output folder."""
+    root = tmp / "sample1"
+    gen.make_visium(root)
+    return root
 
 
 def _h5ad(path: Path, *, genes: list[str] | None = None, mutate=None, image: str | None = "RGB",
@@ -206,7 +205,7 @@ def _sixteen_genes_check(out: str) -> None:
 
 
 @case("her2st-counts-truncated-gzip", sub=True)
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     data = counts.read_bytes()
     counts.write_bytes(data[: len(data) // 2])
@@ -214,56 +213,56 @@ def _(tmp, shared):
 
 
 @case("her2st-counts-comma-delimited")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     _write_like(counts, _read(counts).replace(b"\t", b","))
     return _info("her2st", root), str(counts)
 
 
 @case("her2st-counts-header-only")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     _edit_lines(counts, lambda lines: lines.__delitem__(slice(1, None)))
     return _info("her2st", root), str(counts)
 
 
 @case("her2st-counts-0-byte-file")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     counts.write_bytes(b"")
     return _info("her2st", root), str(counts)
 
 
 @case("her2st-counts-nan")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     _set_cell(counts, 3, 2, "NaN")
     return _info("her2st", root), str(counts)
 
 
 @case("her2st-counts-negative")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     _set_cell(counts, 3, 2, "-3")
     return _info("her2st", root), str(counts)
 
 
 @case("her2st-counts-normalised-not-integer")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     _set_cell(counts, 3, 2, "0.731")
     return _info("her2st", root), str(counts)
 
 
 @case("her2st-counts-non-numeric-cell")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     _set_cell(counts, 3, 2, "n/a?")
     return _info("her2st", root), str(counts)
 
 
 @case("her2st-counts-ragged-row")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
 
     def edit(lines):
@@ -274,21 +273,21 @@ def _(tmp, shared):
 
 
 @case("her2st-counts-duplicate-spot-ids")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     _edit_lines(counts, lambda lines: lines.insert(2, lines[1]))
     return _info("her2st", root), str(counts)
 
 
 @case("her2st-counts-duplicate-gene-names")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     _set_cell(counts, 0, 2, gen.GENES[0])
     return _info("her2st", root), str(counts)
 
 
 @case("her2st-counts-non-utf8-latin1")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     text = _read(counts).decode("utf-8").replace("ERBB2", "\u00c9RBB2", 1)
     _write_like(counts, text.encode("latin-1"))
@@ -296,7 +295,7 @@ def _(tmp, shared):
 
 
 @case("her2st-counts-unicode-gene-names-accepted")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     for c in (counts, root / "ST-cnts" / "B1.tsv.gz"):  # same genes in both sections
         text = _read(c).decode("utf-8").replace("ERBB2", "\u00c9RBB2-\u03b1", 1)
@@ -313,7 +312,7 @@ def _(tmp, shared):
 
 
 @case("her2st-counts-crlf-line-ends-accepted")
-def _(tmp, shared):
+def _(tmp):
     root, counts, _, _ = _her2st(tmp)
     _write_like(counts, _read(counts).replace(b"\n", b"\r\n"))
     return _info("her2st", root), _sixteen_genes_check
@@ -325,42 +324,42 @@ def _(tmp, shared):
 
 
 @case("her2st-spots-missing-column")
-def _(tmp, shared):
+def _(tmp):
     root, _, spots, _ = _her2st(tmp)
     _set_cell(spots, 0, 4, "px")
     return _info("her2st", root), str(spots)
 
 
 @case("her2st-spots-coordinate-outside-image")
-def _(tmp, shared):
+def _(tmp):
     root, _, spots, _ = _her2st(tmp)
     _set_cell(spots, 10, 4, "99999.0")
     return _info("her2st", root), str(spots)
 
 
 @case("her2st-spots-nan-coordinate")
-def _(tmp, shared):
+def _(tmp):
     root, _, spots, _ = _her2st(tmp)
     _set_cell(spots, 10, 5, "NaN")
     return _info("her2st", root), str(spots)
 
 
 @case("her2st-spots-duplicate-array-position")
-def _(tmp, shared):
+def _(tmp):
     root, _, spots, _ = _her2st(tmp)
     _edit_lines(spots, lambda lines: lines.insert(5, lines[4]))
     return _info("her2st", root), str(spots)
 
 
 @case("her2st-spots-missing-file")
-def _(tmp, shared):
+def _(tmp):
     root, _, spots, _ = _her2st(tmp)
     spots.unlink()
     return _info("her2st", root), str(spots)
 
 
 @case("her2st-spots-directory-instead-of-file")
-def _(tmp, shared):
+def _(tmp):
     root, _, spots, _ = _her2st(tmp)
     spots.unlink()
     spots.mkdir()
@@ -368,7 +367,7 @@ def _(tmp, shared):
 
 
 @case("her2st-labels-wrong-columns")
-def _(tmp, shared):
+def _(tmp):
     root, _, _, _ = _her2st(tmp)
     lbl = root / "ST-pat" / "lbl" / "A1_labeled_coordinates.tsv"
     lbl.write_text("spot\tannotation\n3x4\ttumour\n")
@@ -376,21 +375,21 @@ def _(tmp, shared):
 
 
 @case("her2st-image-0-byte")
-def _(tmp, shared):
+def _(tmp):
     root, _, _, image = _her2st(tmp)
     image.write_bytes(b"")
     return _info("her2st", root), str(image)
 
 
 @case("her2st-image-html-error-page-saved-as-jpg")
-def _(tmp, shared):
+def _(tmp):
     root, _, _, image = _her2st(tmp)
     image.write_text("<html><body>429 Too Many Requests</body></html>")
     return _info("her2st", root), str(image)
 
 
 @case("her2st-image-truncated-jpeg")
-def _(tmp, shared):
+def _(tmp):
     root, _, _, image = _her2st(tmp)
     data = image.read_bytes()
     image.write_bytes(data[: len(data) * 2 // 3])
@@ -398,32 +397,32 @@ def _(tmp, shared):
 
 
 @case("her2st-image-decompression-bomb-header")
-def _(tmp, shared):
+def _(tmp):
     root, _, _, image = _her2st(tmp)
     _jpeg_claims(image, 65535, 65535)
     return _info("her2st", root), str(image)
 
 
 @case("her2st-two-images-for-one-section")
-def _(tmp, shared):
+def _(tmp):
     root, _, _, image = _her2st(tmp)
     shutil.copy(image, image.with_name("copy.jpg"))
     return _info("her2st", root), str(image.parent)
 
 
 @case("her2st-root-missing")
-def _(tmp, shared):
+def _(tmp):
     return _info("her2st", tmp / "nowhere"), str(tmp / "nowhere")
 
 
 @case("her2st-root-is-a-file")
-def _(tmp, shared):
+def _(tmp):
     _, counts, _, _ = _her2st(tmp)
     return _info("her2st", counts), (str(counts), "is a file, not a folder")
 
 
 @case("her2st-unknown-section")
-def _(tmp, shared):
+def _(tmp):
     root, _, _, _ = _her2st(tmp)
     return _info("her2st", root, "dataset.sections=[Z9]"), "dataset.sections"
 
@@ -434,7 +433,7 @@ def _(tmp, shared):
 
 
 @case("cscc-count-ids-not-XxY")
-def _(tmp, shared):
+def _(tmp):
     root = _cscc(tmp)
     counts = next(root.glob("*P2_ST_rep1_stdata.tsv.gz"))
 
@@ -448,7 +447,7 @@ def _(tmp, shared):
 
 
 @case("cscc-image-still-gzipped")
-def _(tmp, shared):
+def _(tmp):
     root = _cscc(tmp)
     image = next(root.glob("*P2_ST_rep1.jpg"))
     gz = image.with_name(image.name + ".gz")
@@ -458,7 +457,7 @@ def _(tmp, shared):
 
 
 @case("cscc-two-count-files-for-a-section")
-def _(tmp, shared):
+def _(tmp):
     root = _cscc(tmp)
     counts = next(root.glob("*P2_ST_rep1_stdata.tsv.gz"))
     shutil.copy(counts, root / "GSM0000000_P2_ST_rep1_stdata.tsv.gz")
@@ -466,7 +465,7 @@ def _(tmp, shared):
 
 
 @case("cscc-spot-file-comma-delimited")
-def _(tmp, shared):
+def _(tmp):
     root = _cscc(tmp)
     spots = next(root.glob("*spot*P2_ST_rep1.tsv.gz"))
     _write_like(spots, _read(spots).replace(b"\t", b","))
@@ -479,7 +478,7 @@ def _(tmp, shared):
 
 
 @case("hest-metadata-invalid-json", sub=True)
-def _(tmp, shared):
+def _(tmp):
     root = _hest(tmp)
     meta = root / "metadata" / "TENX901.json"
     meta.write_text(meta.read_text()[:-10])
@@ -487,7 +486,7 @@ def _(tmp, shared):
 
 
 @case("hest-metadata-not-an-object")
-def _(tmp, shared):
+def _(tmp):
     root = _hest(tmp)
     meta = root / "metadata" / "TENX901.json"
     meta.write_text("[1, 2, 3]")
@@ -495,7 +494,7 @@ def _(tmp, shared):
 
 
 @case("hest-metadata-pixel-size-wrong-type")
-def _(tmp, shared):
+def _(tmp):
     root = _hest(tmp)
     meta = root / "metadata" / "TENX901.json"
     data = json.loads(meta.read_text())
@@ -505,7 +504,7 @@ def _(tmp, shared):
 
 
 @case("hest-metadata-no-pixel-size")
-def _(tmp, shared):
+def _(tmp):
     root = _hest(tmp)
     meta = root / "metadata" / "TENX901.json"
     data = json.loads(meta.read_text())
@@ -516,7 +515,7 @@ def _(tmp, shared):
 
 
 @case("hest-h5ad-garbage-bytes")
-def _(tmp, shared):
+def _(tmp):
     root = _hest(tmp)
     st = root / "st" / "TENX901.h5ad"
     st.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
@@ -524,7 +523,7 @@ def _(tmp, shared):
 
 
 @case("hest-wsi-missing")
-def _(tmp, shared):
+def _(tmp):
     root = _hest(tmp)
     wsi = root / "wsis" / "TENX901.tif"
     wsi.unlink()
@@ -532,7 +531,7 @@ def _(tmp, shared):
 
 
 @case("hest-unknown-sample-id")
-def _(tmp, shared):
+def _(tmp):
     root = _hest(tmp)
     return _info("hest", root, "dataset.ids=[TENX999]"), "dataset.ids"
 
@@ -543,14 +542,14 @@ def _(tmp, shared):
 
 
 @case("h5ad-0-byte-file")
-def _(tmp, shared):
+def _(tmp):
     path = tmp / "s.h5ad"
     path.write_bytes(b"")
     return _info("h5ad", path), str(path)
 
 
 @case("h5ad-empty-anndata")
-def _(tmp, shared):
+def _(tmp):
     import anndata as ad
 
     def empty(a):
@@ -563,7 +562,7 @@ def _(tmp, shared):
 
 
 @case("h5ad-X-of-wrong-shape")
-def _(tmp, shared):
+def _(tmp):
     import h5py
 
     path = _h5ad(tmp / "s.h5ad")
@@ -574,7 +573,7 @@ def _(tmp, shared):
 
 
 @case("h5ad-negative-counts")
-def _(tmp, shared):
+def _(tmp):
     def negative(a):
         a.X[2, 3] = -4
 
@@ -583,7 +582,7 @@ def _(tmp, shared):
 
 
 @case("h5ad-nan-counts")
-def _(tmp, shared):
+def _(tmp):
     def nan(a):
         a.X[2, 3] = np.nan
 
@@ -592,7 +591,7 @@ def _(tmp, shared):
 
 
 @case("h5ad-normalised-values-refused")
-def _(tmp, shared):
+def _(tmp):
     def lognorm(a):
         a.X = np.log1p(a.X / a.X.sum(1, keepdims=True) * 1e4)
 
@@ -601,7 +600,7 @@ def _(tmp, shared):
 
 
 @case("h5ad-duplicate-spot-ids")
-def _(tmp, shared):
+def _(tmp):
     def dupes(a):
         a.obs_names = ["same"] * 2 + list(a.obs_names[2:])
 
@@ -610,14 +609,14 @@ def _(tmp, shared):
 
 
 @case("h5ad-duplicate-gene-names")
-def _(tmp, shared):
+def _(tmp):
     genes = gen.GENES[:12]
     path = _h5ad(tmp / "s.h5ad", genes=genes[:11] + genes[:1])
     return _info("h5ad", path), str(path)
 
 
 @case("h5ad-spatial-with-one-column")
-def _(tmp, shared):
+def _(tmp):
     def one_col(a):
         a.obsm["spatial"] = a.obsm["spatial"][:, :1]
 
@@ -626,7 +625,7 @@ def _(tmp, shared):
 
 
 @case("h5ad-spot-outside-image")
-def _(tmp, shared):
+def _(tmp):
     def far(a):
         a.obsm["spatial"][4] = [5000.0, 40.0]
 
@@ -635,13 +634,13 @@ def _(tmp, shared):
 
 
 @case("h5ad-unknown-counts-layer")
-def _(tmp, shared):
+def _(tmp):
     path = _h5ad(tmp / "s.h5ad")
     return _info("h5ad", path, "dataset.counts_layer=raw_counts"), "dataset.counts_layer"
 
 
 @case("h5ad-folder-without-h5ad")
-def _(tmp, shared):
+def _(tmp):
     folder = tmp / "empty"
     folder.mkdir()
     (folder / "notes.txt").write_text("nothing here")
@@ -649,19 +648,19 @@ def _(tmp, shared):
 
 
 @case("h5ad-no-root-given")
-def _(tmp, shared):
+def _(tmp):
     return ["data", "info", "h5ad"], "dataset.root"
 
 
 @case("h5ad-image-0-byte")
-def _(tmp, shared):
+def _(tmp):
     path = _h5ad(tmp / "s.h5ad")
     path.with_suffix(".png").write_bytes(b"")
     return _info("h5ad", path), str(path.with_suffix(".png"))
 
 
 @case("h5ad-image-directory-instead-of-file")
-def _(tmp, shared):
+def _(tmp):
     path = _h5ad(tmp / "s.h5ad", image=None)
     (tmp / "he.png").mkdir()
     return (_info("h5ad", path, f"dataset.image={tmp / 'he.png'}"),
@@ -669,14 +668,14 @@ def _(tmp, shared):
 
 
 @case("h5ad-image-png-decompression-bomb-header")
-def _(tmp, shared):
+def _(tmp):
     path = _h5ad(tmp / "s.h5ad", image=None)
     _png_header(path.with_suffix(".png"), 100_000, 100_000)
     return _info("h5ad", path), str(path.with_suffix(".png"))
 
 
 @case("h5ad-image-truncated-png-at-decode")
-def _(tmp, shared):
+def _(tmp):
     path = _h5ad(tmp / "s.h5ad")
     png = path.with_suffix(".png")
     data = png.read_bytes()
@@ -701,28 +700,28 @@ def _image_mode_accepted(tmp: Path, mode: str) -> Expect:
 
 
 @case("h5ad-image-rgba-converted-accepted")
-def _(tmp, shared):
+def _(tmp):
     return _image_mode_accepted(tmp, "RGBA")
 
 
 @case("h5ad-image-greyscale-converted-accepted")
-def _(tmp, shared):
+def _(tmp):
     return _image_mode_accepted(tmp, "L")
 
 
 @case("h5ad-image-16bit-rescaled-accepted")
-def _(tmp, shared):
+def _(tmp):
     return _image_mode_accepted(tmp, "I;16")
 
 
 # --------------------------------------------------------------------------------------------
-# visium (a copy of the real Space Ranger 1.0.0 fixture)
+# visium (a generated Space Ranger 1.0.0 output folder)
 # --------------------------------------------------------------------------------------------
 
 
 @case("visium-positions-wrong-column-count")
-def _(tmp, shared):
-    root = _visium(tmp, shared)
+def _(tmp):
+    root = _visium(tmp)
     pos = root / "spatial" / "tissue_positions_list.csv"
     _edit_lines(pos, lambda lines: lines.__setitem__(
         slice(None), [",".join(ln.split(",")[:4]) for ln in lines]))
@@ -730,16 +729,16 @@ def _(tmp, shared):
 
 
 @case("visium-scalefactors-invalid-json")
-def _(tmp, shared):
-    root = _visium(tmp, shared)
+def _(tmp):
+    root = _visium(tmp)
     sf = root / "spatial" / "scalefactors_json.json"
     sf.write_text("{'tissue_hires_scalef': 0.17,}")
     return _info("visium", root), str(sf)
 
 
 @case("visium-matrix-truncated-h5")
-def _(tmp, shared):
-    root = _visium(tmp, shared)
+def _(tmp):
+    root = _visium(tmp)
     h5 = root / "filtered_feature_bc_matrix.h5"
     data = h5.read_bytes()
     h5.write_bytes(data[: len(data) // 3])
@@ -747,8 +746,8 @@ def _(tmp, shared):
 
 
 @case("visium-image-res-wrong-value")
-def _(tmp, shared):
-    root = _visium(tmp, shared)
+def _(tmp):
+    root = _visium(tmp)
     return _info("visium", root, "dataset.image_res=fullres"), "dataset.image_res"
 
 
@@ -758,52 +757,52 @@ def _(tmp, shared):
 
 
 @case("config-demo-n-spots-wrong-type")
-def _(tmp, shared):
+def _(tmp):
     return ["data", "info", "demo", "dataset.n_spots=many"], "dataset.n_spots"
 
 
 @case("config-demo-n-slides-float")
-def _(tmp, shared):
+def _(tmp):
     return ["data", "info", "demo", "dataset.n_slides=1.5"], "dataset.n_slides"
 
 
 @case("config-demo-n-spots-below-minimum")
-def _(tmp, shared):
+def _(tmp):
     return ["data", "info", "demo", "dataset.n_spots=2"], "dataset.n_spots"
 
 
 @case("config-unknown-key")
-def _(tmp, shared):
+def _(tmp):
     return _demo_run(tmp, "dataset.bogus=1"), "dataset.bogus"
 
 
 @case("config-unknown-key-added-with-plus")
-def _(tmp, shared):
+def _(tmp):
     return _demo_run(tmp, "+genes.panle=hvg"), "genes.panle"
 
 
 @case("config-required-key-deleted", sub=True)
-def _(tmp, shared):
+def _(tmp):
     return _demo_run(tmp, "~seed=0"), "seed"
 
 
 @case("config-bool-wrong-type")
-def _(tmp, shared):
+def _(tmp):
     return _demo_run(tmp, "tracking.enabled=maybe"), "tracking.enabled"
 
 
 @case("config-list-given-a-string")
-def _(tmp, shared):
+def _(tmp):
     return _demo_run(tmp, "split=holdout", "split.test=P1_A"), "split.test"
 
 
 @case("cli-override-without-equals")
-def _(tmp, shared):
+def _(tmp):
     return _demo_run(tmp, "seed"), "'seed'"
 
 
 @case("cli-json-path-is-a-directory")
-def _(tmp, shared):
+def _(tmp):
     (tmp / "outdir").mkdir()
     argv = _demo_run(tmp)
     argv[argv.index("--json") + 1] = str(tmp / "outdir")
@@ -816,7 +815,7 @@ def _(tmp, shared):
 
 
 @case("descriptions-missing-genes")
-def _(tmp, shared):
+def _(tmp):
     fake = [f"ZZFAKE{i}" for i in range(12)]
     for name in ("a", "b", "c"):
         _h5ad(tmp / "h5" / f"{name}.h5ad", genes=fake)
@@ -827,70 +826,70 @@ def _(tmp, shared):
 
 
 @case("descriptions-three-columns")
-def _(tmp, shared):
+def _(tmp):
     desc = tmp / "desc.tsv"
     desc.write_text("KRT5\tkeratin 5\textra\n")
     return _demo_run(tmp, f"genes.descriptions={desc}"), str(desc)
 
 
 @case("descriptions-duplicate-symbol")
-def _(tmp, shared):
+def _(tmp):
     desc = tmp / "desc.tsv"
     desc.write_text("KRT5\tkeratin 5\nKRT5\tkeratin five\n")
     return _demo_run(tmp, f"genes.descriptions={desc}"), str(desc)
 
 
 @case("descriptions-invalid-json")
-def _(tmp, shared):
+def _(tmp):
     desc = tmp / "desc.json"
     desc.write_text('{"KRT5": "keratin 5",}')
     return _demo_run(tmp, f"genes.descriptions={desc}"), str(desc)
 
 
 @case("descriptions-non-utf8")
-def _(tmp, shared):
+def _(tmp):
     desc = tmp / "desc.tsv"
     desc.write_bytes("KRT5\tk\u00e9ratine 5\n".encode("latin-1"))
     return _demo_run(tmp, f"genes.descriptions={desc}"), str(desc)
 
 
 @case("descriptions-unsupported-suffix")
-def _(tmp, shared):
+def _(tmp):
     desc = tmp / "desc.csv"
     desc.write_text("KRT5,keratin 5\n")
     return _demo_run(tmp, f"genes.descriptions={desc}"), str(desc)
 
 
 @case("descriptions-directory-instead-of-file")
-def _(tmp, shared):
+def _(tmp):
     desc = tmp / "desc.tsv"
     desc.mkdir()
     return _demo_run(tmp, f"genes.descriptions={desc}"), (str(desc), "is a directory")
 
 
 @case("descriptions-empty-description")
-def _(tmp, shared):
+def _(tmp):
     desc = tmp / "desc.tsv"
     desc.write_text("KRT5\t   \n")
     return _demo_run(tmp, f"genes.descriptions={desc}"), str(desc)
 
 
 @case("unseen-file-non-utf8")
-def _(tmp, shared):
+def _(tmp):
     f = tmp / "unseen.txt"
     f.write_bytes(b"KRT5\n\xff\xfeKRT14\n")
     return _demo_run(tmp, "genes.split=file", f"genes.unseen_file={f}"), str(f)
 
 
 @case("unseen-file-directory-instead-of-file")
-def _(tmp, shared):
+def _(tmp):
     f = tmp / "unseen.txt"
     f.mkdir()
     return _demo_run(tmp, "genes.split=file", f"genes.unseen_file={f}"), (str(f), "is a directory")
 
 
 @case("unseen-file-duplicate-genes")
-def _(tmp, shared):
+def _(tmp):
     from stbench.datasets.demo import demo_genes
 
     g = demo_genes(20)
@@ -900,21 +899,21 @@ def _(tmp, shared):
 
 
 @case("unseen-file-comments-only")
-def _(tmp, shared):
+def _(tmp):
     f = tmp / "unseen.txt"
     f.write_text("# nothing yet\n\n")
     return _demo_run(tmp, "genes.split=file", f"genes.unseen_file={f}"), str(f)
 
 
 @case("unseen-file-gene-not-in-panel")
-def _(tmp, shared):
+def _(tmp):
     f = tmp / "unseen.txt"
     f.write_text("NOTAGENE1\n")
     return _demo_run(tmp, "genes.split=file", f"genes.unseen_file={f}"), str(f)
 
 
 @case("panel-file-missing")
-def _(tmp, shared):
+def _(tmp):
     f = tmp / "panel.txt"
     return _demo_run(tmp, "genes.panel=file", f"genes.panel_file={f}"), str(f)
 
@@ -925,7 +924,7 @@ def _(tmp, shared):
 
 
 @case("compare-truncated-result-json")
-def _(tmp, shared):
+def _(tmp):
     a, b = tmp / "a.json", tmp / "b.json"
     a.write_text('{"schema": 1, "method": "ridge", "folds": [')
     b.write_text("{}")
@@ -933,14 +932,14 @@ def _(tmp, shared):
 
 
 @case("compare-result-json-is-a-directory")
-def _(tmp, shared):
+def _(tmp):
     a = tmp / "a.json"
     a.mkdir()
     return ["compare", str(a), str(a)], str(a)
 
 
 @case("leaderboard-malformed-result-file")
-def _(tmp, shared):
+def _(tmp):
     res = tmp / "inputs"
     res.mkdir()
     (res / "bad.json").write_bytes(b"\xff\xfe{ not json")
@@ -949,7 +948,7 @@ def _(tmp, shared):
 
 
 @case("ui-without-a-store")
-def _(tmp, shared):
+def _(tmp):
     return ["ui", "--dir", str(tmp / "no-runs")], str(tmp / "no-runs" / "mlflow.db")
 
 
@@ -973,11 +972,11 @@ def test_table_has_enough_distinct_cases():
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("build, sub", CASES)
-def test_bad_input(build, sub, tmp_path, shared_dir, monkeypatch, capsys):
+def test_bad_input(build, sub, tmp_path, monkeypatch, capsys):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    argv, expect = build(tmp_path, shared_dir)
+    argv, expect = build(tmp_path)
     capsys.readouterr()
     if sub:
         proc = subprocess.run([sys.executable, "-m", "stbench", *argv], cwd=work,

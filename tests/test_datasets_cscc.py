@@ -43,6 +43,7 @@ def test_section_names_and_patients():
     assert parse_section("P2_ST_rep1") == ("P2", "rep1")
 
 
+@pytest.mark.real_data
 def test_literature_panel(tmp_path, shared_dir):
     gen.make_cscc(tmp_path / "geo")
     panel = shared_dir / "data" / "panels" / "cscc_171.txt"

@@ -86,6 +86,12 @@ def _write(tmp_path, counts, *, uns_image=True, name="s1", obs_names=None, genes
     return path
 
 
+def test_missing_layer_generated(tmp_path):
+    path = _write(tmp_path, np.random.default_rng(5).poisson(3, (16, 12)))
+    with pytest.raises(ConfigError, match="no layer 'raw_counts'"):
+        H5adDataset(H5adConfig(root=str(path), counts_layer="raw_counts")).load()
+
+
 def test_counts_layer_and_uns_image(tmp_path):
     counts = np.random.default_rng(1).poisson(3, (16, 12)).astype(np.int64)
     path = _write(tmp_path, counts)

@@ -8,13 +8,12 @@ import pytest
 
 from stbench.features.cache import ArrayCache
 from stbench.run.config import compose
-from stbench.plugins import DATASETS
 from stbench.run.progress import progress_bars
 from stbench.features.pipeline import compute_features
 from stbench.testing import tiny_dataset_class
+from helpers import register_tiny
 
-if "tiny" not in DATASETS:
-    DATASETS.register("tiny", tiny_dataset_class())
+register_tiny()
 
 
 def _compute(tmp_path, *overrides, kinds=frozenset({"image", "nuclei", "graph"})):

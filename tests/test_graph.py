@@ -143,6 +143,7 @@ def test_concat_graphs_offsets():
     assert e[:, g1.shape[1]:].min() >= 4 and e.max() == 6
 
 
+@pytest.mark.real_data
 def test_real_her2st_grid(shared_dir):
     import pandas as pd
 

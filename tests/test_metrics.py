@@ -332,7 +332,10 @@ def test_metric_levels_cover_default_metric_names():
     yt, yp, sl, genes, mt, vt = _make_case(0)
     ev = evaluate(yt, yp, sl, genes, gene_mean_train=mt, gene_var_train=vt)
     assert isinstance(ev, Evaluation)
-    assert set(ev.metrics) == set(METRIC_LEVELS)
+    assert set(ev.metrics) == set(METRIC_LEVELS) - {"pcc_specific_mean"}
+    with_generic = evaluate(yt, yp, sl, genes, gene_mean_train=mt, gene_var_train=vt,
+                            generic=np.random.default_rng(0).normal(size=(len(yt), 2)))
+    assert set(with_generic.metrics) == set(METRIC_LEVELS)
     assert all(isinstance(v, str) and v.endswith(".") for v in METRIC_LEVELS.values())
     assert list(ev.per_gene.columns) == [
         "gene", "pcc", "pcc_pooled", "spearman", "r2", "mse", "mae", "mean_train",

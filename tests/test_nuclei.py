@@ -80,6 +80,7 @@ def test_padding_mask_summary_and_empty_patch():
     np.testing.assert_array_equal(feats[0], table[:5])  # the largest five
 
 
+@pytest.mark.real_data
 def test_real_her2st_patch(shared_dir, tmp_path):
     import pandas as pd
     from PIL import Image

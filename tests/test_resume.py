@@ -90,20 +90,14 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path, sig):
     assert statuses == ["FAILED", "FINISHED"]
 
 
-def test_completed_identity_is_skipped_and_resume_false_reruns(tmp_path):
-    from stbench.run.config import compose
-    from stbench.plugins import DATASETS
+def test_completed_identity_is_skipped_and_resume_false_reruns(tiny_cfg):
     from stbench.run.runner import run
-    from stbench.testing import tiny_dataset_class
 
-    if "tiny" not in DATASETS:
-        DATASETS.register("tiny", tiny_dataset_class())
-    base = ["dataset=tiny", "method=ridge", "genes.split=none", f"tracking.dir={tmp_path}/r",
-            "tracking.enabled=false"]
-    first = run(compose(base), progress=False)
-    second = run(compose(base), progress=False)
+    base = ["method=ridge", "genes.split=none", "tracking.enabled=false"]
+    first = run(tiny_cfg(*base), progress=False)
+    second = run(tiny_cfg(*base), progress=False)
     assert "skipped" in second and second["metrics"] == first["metrics"]
-    other = run(compose(base + ["method.alpha=5.0"]), progress=False)
+    other = run(tiny_cfg(*base, "method.alpha=5.0"), progress=False)
     assert "skipped" not in other and other["identity"] != first["identity"]
-    forced = run(compose(base + ["resume=false"]), progress=False)
+    forced = run(tiny_cfg(*base, "resume=false"), progress=False)
     assert "skipped" not in forced and forced["metrics"] == first["metrics"]

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from stbench.run.config import compose
-from stbench.method import Bundle, FitContext, Method
+from stbench.method import Bundle, FitContext
 from stbench.methods._torch_utils import torch_threads
 from stbench.methods.bleep import BLEEP, aggregate, bleep_loss, find_matches
 from stbench.methods.hist2st import Hist2ST, mean_adjacency, zinb_loss
@@ -29,7 +29,8 @@ from stbench.methods.histogene import HisToGene
 from stbench.methods.stnet import STNet
 from stbench.plugins import METHODS
 from stbench.run.runner import run
-from stbench.testing import _subset, check_method, tiny_problem
+from helpers import with_defaults
+from stbench.testing import check_method, subset, tiny_problem
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -48,20 +49,13 @@ def _one_torch_thread():
         yield
 
 
-def _with_defaults(cls: type[Method], **defaults) -> type[Method]:
-    """``cls`` with other Config defaults (same meta, fit and predict)."""
-    fields = [(k, type(v), dataclasses.field(default=v)) for k, v in defaults.items()]
-    cfg = dataclasses.make_dataclass(cls.Config.__name__, fields, bases=(cls.Config,))
-    return type(cls.__name__, (cls,), {"Config": cfg})
-
-
 def _bundles(seed: int = 0):
     """Supervised bundles of ``tiny_problem`` as the harness builds them: train, val, test."""
     problem = tiny_problem(seed)
     genes, views = problem["genes"], problem["slides"]
-    train = Bundle(_subset(views[:-2], genes, genes), genes)
-    val = Bundle(_subset(views[-2:-1], genes, genes), genes)
-    test = Bundle(_subset(views[-1:], genes, None), [])
+    train = Bundle(subset(views[:-2], genes, genes), genes)
+    val = Bundle(subset(views[-2:-1], genes, genes), genes)
+    test = Bundle(subset(views[-1:], genes, None), [])
     return train, val, test, genes, np.asarray(views[-1].expression)
 
 
@@ -72,9 +66,9 @@ def _bundles(seed: int = 0):
 
 @pytest.mark.parametrize("cls", [
     STNet,
-    _with_defaults(HisToGene, **{**HISTOGENE_SMALL, "max_epochs": 10}),
+    with_defaults(HisToGene, **{**HISTOGENE_SMALL, "max_epochs": 10}),
     BLEEP,
-    _with_defaults(Hist2ST, **{**HIST2ST_SMALL, "max_epochs": 10}),
+    with_defaults(Hist2ST, **{**HIST2ST_SMALL, "max_epochs": 10}),
 ], ids=list(NAMES))
 def test_conformance(cls):
     check_method(cls)

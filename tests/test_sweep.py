@@ -15,7 +15,7 @@ def _stbench(*args, cwd, timeout=1500):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_sweep_with_tuning_then_leaderboard_in_browser(in_tmp):
+def test_sweep_with_tuning_then_leaderboard_in_browser(in_tmp, chromium):
     args = ["sweep", "--methods", "mean_expression,ridge,bilinear", "--dataset", "demo",
             "--seeds", "0,1", "--jobs", "2", "split=holdout", "split.test=[P2_B]",
             "tuning.n_trials=2"]

@@ -4,18 +4,8 @@ import multiprocessing as mp
 import optuna
 import pytest
 
-from stbench.run.config import compose
-from stbench.plugins import DATASETS
+from helpers import tiny_config as _cfg  # a plain function: the spawned workers call it
 from stbench.run.runner import run
-from stbench.testing import tiny_dataset_class
-
-if "tiny" not in DATASETS:
-    DATASETS.register("tiny", tiny_dataset_class())
-
-
-def _cfg(tmp_path, *extra):
-    return compose(["dataset=tiny", f"tracking.dir={tmp_path}/runs", f"cache.dir={tmp_path}/cache",
-                    *extra])
 
 
 def test_tuning_records_best_params_and_nested_trials(tmp_path):

@@ -45,9 +45,7 @@ def run(
                         fix="write settings as key=value, e.g. seed=1")
     _check_json_path(json_path)
     METHODS.get(method)
-    dataset_cls = DATASETS.get(dataset)
-    if not any(o.split("=", 1)[0].lstrip("+~") == "split" for o in overrides):
-        overrides.insert(0, f"split={dataset_cls.card.default_split}")
+    DATASETS.get(dataset)
     cfg = compose([f"method={method}", f"dataset={dataset}", *overrides])
     result = run_benchmark(cfg, json_path=str(json_path) if json_path else None,
                            progress=False if no_progress else None)
@@ -157,14 +155,17 @@ def _print_summary(result: dict, json_path: Optional[Path]) -> None:
 
 
 def _plugin_table(kind: str, pattern: str) -> Table:
-    from stbench.plugins import DATASETS, ENCODERS, METHODS
+    from stbench.plugins import DATASETS, ENCODERS, METHODS, REPRESENTATIONS
 
-    registry = {"methods": METHODS, "datasets": DATASETS, "encoders": ENCODERS}[kind]
+    registry = {"methods": METHODS, "datasets": DATASETS, "encoders": ENCODERS,
+                "representations": REPRESENTATIONS}[kind]
     table = Table(title=f"registered {kind}")
     if kind == "methods":
         columns = ("name", "kind", "trained on", "needs", "citation")
     elif kind == "datasets":
         columns = ("name", "version", "platform", "default split", "licence", "citation")
+    elif kind == "representations":
+        columns = ("name", "version", "kind", "token states", "description")
     else:
         columns = ("name", "dim", "input px", "description")
     for c in columns:
@@ -184,6 +185,12 @@ def _plugin_table(kind: str, pattern: str) -> Table:
         elif kind == "datasets":
             c = plugin.card
             table.add_row(name, c.version, c.platform, c.default_split, c.licence, c.citation)
+        elif kind == "representations":
+            doc = (plugin.__doc__ or "").strip().splitlines()
+            table.add_row(name, str(getattr(plugin, "version", "-")),
+                          str(getattr(plugin, "kind", "-")),
+                          "yes" if getattr(plugin, "has_tokens", False) else "no (pooled)",
+                          doc[0] if doc else "")
         else:
             doc = (plugin.__doc__ or "").strip().splitlines()
             table.add_row(name, str(getattr(plugin, "dim", "")) or "-",
@@ -207,6 +214,12 @@ def list_datasets(pattern: str = typer.Argument("*")) -> None:
 def list_encoders(pattern: str = typer.Argument("*")) -> None:
     """Registered image encoders."""
     out.print(_plugin_table("encoders", pattern))
+
+
+@list_app.command("representations")
+def list_representations(pattern: str = typer.Argument("*")) -> None:
+    """Registered gene representations (genes.representation=NAME) of the zero-shot track."""
+    out.print(_plugin_table("representations", pattern))
 
 
 @app.command()
@@ -260,8 +273,55 @@ def _exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _click_exceptions() -> tuple[type, ...]:
+    """Click's exception base: the installed click's and the copy typer may vendor."""
+    import click
+
+    bases: list[type] = [click.ClickException]
+    vendored = getattr(getattr(typer, "_click", None), "exceptions", None)
+    if vendored is not None and hasattr(vendored, "ClickException"):
+        bases.append(vendored.ClickException)
+    return tuple(bases)
+
+
+def usage_error_line(exc: Exception) -> str:
+    """One line for a command-line usage error: the problem, the closest valid name (or the
+    valid ones) and the usage line of the command it concerns."""
+    import difflib
+
+    message = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    if "Did you mean" not in message and "Possible options" not in message and ctx is not None:
+        wrong = getattr(exc, "option_name", None) or _quoted(message)
+        valid = _valid_names(ctx, option=bool(getattr(exc, "option_name", None)))
+        close = difflib.get_close_matches(wrong or "", valid, n=1, cutoff=0.5) if wrong else []
+        if close:
+            message += f" Did you mean {close[0]!r}?"
+        elif valid and ("No such" in message):
+            message += f" Valid: {', '.join(valid)}."
+    if ctx is None:
+        return f"{message} (see `stbench --help`)"
+    usage = " ".join(ctx.get_usage().split())
+    return f"{message} ({usage[0].lower()}{usage[1:]}; add --help for more)"
+
+
+def _quoted(message: str) -> str | None:
+    import re
+
+    found = re.search(r"'([^']+)'", message)
+    return found.group(1) if found else None
+
+
+def _valid_names(ctx, option: bool) -> list[str]:
+    """Sub-command names of ``ctx``'s command, or its long option names."""
+    command = ctx.command
+    if option:
+        return sorted(o for p in command.params for o in getattr(p, "opts", []) if o.startswith("--"))
+    return sorted(getattr(command, "commands", {}) or {})
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the exit code."""
+    """Console-script entry point; returns the exit code (0 ok, 2 bad input, 1 internal)."""
     import click
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -277,32 +337,41 @@ def main(argv: list[str] | None = None) -> int:
             raise
         err.print(f"error: {exc.one_line()}", markup=False)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
+    except (click.exceptions.Exit, getattr(typer, "Exit", click.exceptions.Exit)) as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except (click.exceptions.Abort, getattr(typer, "Abort", click.exceptions.Abort)):
         err.print("aborted", markup=False)
         return 130
-    except click.ClickException as exc:
+    except _click_exceptions() as exc:
         if debug:
             raise
-        err.print(f"error: {exc.format_message()}", markup=False)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `stbench list` alone: its help
+            out.print(exc.ctx.get_help(), markup=False, highlight=False)  # type: ignore[attr-defined]
+            return 2
+        err.print(f"error: {usage_error_line(exc)}", markup=False)
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
         if debug:
             raise
-        from stbench.errors import environment_error
-
-        user = environment_error(exc)  # a full disk or a read-only folder: the user's to fix
-        if user is not None:
-            err.print(f"error: {user.one_line()}", markup=False)
-            return user.exit_code
-        message = " ".join(str(exc).split())  # one line, whatever the exception says
-        err.print(f"internal error: {type(exc).__name__}: {message} (rerun with --debug for the "
-                  "traceback)", markup=False)
-        return 1
+        return _internal_error(exc, err)
     return 0
+
+
+def _internal_error(exc: Exception, err: Console) -> int:
+    """Report an unexpected exception in one line: 2 when the environment is the user's to fix
+    (a full disk, a read-only folder), else 1."""
+    from stbench.errors import environment_error
+
+    user = environment_error(exc)
+    if user is not None:
+        err.print(f"error: {user.one_line()}", markup=False)
+        return user.exit_code
+    message = " ".join(str(exc).split())  # one line, whatever the exception says
+    err.print(f"internal error: {type(exc).__name__}: {message} (rerun with --debug for the "
+              "traceback)", markup=False)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,13 +6,12 @@ from omegaconf import OmegaConf
 
 from stbench.features.cache import ArrayCache
 from stbench.run.config import compose
-from stbench.features.descriptions import descriptions_for
 from stbench.plugins import DATASETS
-from stbench.protocol.preprocess import choose_panel, normalise
+from stbench.protocol.preprocess import choose_panel, normalise, panel_source
 from stbench.run.progress import progress_bars
 from stbench.features.pipeline import compute_features
 from stbench.run.runner import load_slides
-from stbench.features.gene_text import build_gene_text
+from stbench.features.representations import representation_from_config
 
 
 def precompute(dataset: str, overrides: list[str], kinds: frozenset[str],
@@ -35,14 +34,13 @@ def precompute(dataset: str, overrides: list[str], kinds: frozenset[str],
         lines.append(f"{s.name}: {parts}")
     if "gene_text" in kinds:
         exprs = [normalise(s, cfg.preprocess.target_sum, cfg.preprocess.log1p) for s in slides]
-        panel, kind = choose_panel(cfg.genes.panel, exprs, literature=ds.literature_panel(),
-                                   panel_file_genes=None, n_hvg=cfg.genes.n_hvg,
-                                   default="literature" if ds.literature_panel() else "all")
-        text = build_gene_text(descriptions_for(panel, cfg.genes.descriptions),
-                               cfg.genes.text_encoder, model=cfg.genes.text_model, cache=cache,
-                               max_tokens=cfg.genes.max_tokens)
+        panel, kind = choose_panel(panel_source(cfg.genes, ds), exprs, n_hvg=cfg.genes.n_hvg)
+        representation = representation_from_config(cfg.genes, cache)
+        panel = representation.select_panel(list(panel))
+        text = representation.build(panel)
         pooled = text.embed(panel)
-        line = f"gene text ({cfg.genes.text_encoder}, {kind} panel of {len(panel)}): pooled {pooled.shape}"
+        line = (f"gene text ({representation.name}, {kind} panel of {len(panel)}): "
+                f"pooled {pooled.shape}")
         if text._token_states is not None:
             states, _ = text.token_states(panel)
             line += f", token states {states.shape}"

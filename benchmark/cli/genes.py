@@ -1,4 +1,4 @@
-"""``stbench genes``: inspect the gene descriptions used by the zero-shot track."""
+"""``stbench genes``: inspect the gene descriptions and representations of the zero-shot track."""
 
 from __future__ import annotations
 
@@ -81,10 +81,31 @@ def coverage_cmd(
         Path | None,
         typer.Option("--descriptions", help="User description file (TSV or JSON)."),
     ] = None,
+    representation: Annotated[
+        str | None,
+        typer.Option("--representation",
+                     help="A gene representation (`stbench list representations`): report its "
+                          "coverage instead of the descriptions'."),
+    ] = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option("--embeddings", help="The embedding file of --representation table."),
+    ] = None,
 ) -> None:
-    """List the panel's genes without a description, then print ``coverage: N/M``."""
+    """List the panel's genes without a description (or without a vector of
+    ``--representation``), then print ``coverage: N/M`` (``coverage (NAME): N/M (P%)``)."""
     symbols = read_panel(panel_file)
-    covered, missing = _coverage(symbols, descriptions)
+    if representation is None:
+        covered, missing = _coverage(symbols, descriptions)
+        label = "coverage"
+    else:
+        from stbench.features.representations import RepresentationOptions, make_representation
+
+        options = RepresentationOptions(embeddings=str(embeddings) if embeddings else None,
+                                        descriptions=str(descriptions) if descriptions else None)
+        covered, missing = make_representation(representation, options).coverage(symbols)
+        label = f"coverage ({representation})"
     for symbol in missing:
         typer.echo(f"missing: {symbol}")
-    typer.echo(f"coverage: {len(covered)}/{len(symbols)}")
+    pct = f" ({100.0 * len(covered) / len(symbols):.1f}%)" if representation and symbols else ""
+    typer.echo(f"{label}: {len(covered)}/{len(symbols)}{pct}")

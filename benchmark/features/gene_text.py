@@ -1,5 +1,9 @@
 """Gene text for methods: descriptions with pooled embeddings and token states.
 
+This builds the text-encoder representations (``minilm``, ``tfidf``, ``hf``, ``open_clip``);
+:mod:`stbench.features.representations` chooses among every representation (text encoders,
+embedding tables, the Gene Ontology) and records which one a run used.
+
 ``tfidf`` is a weight-free bag-of-words encoder (sublinear TF-IDF over word uni- and bigrams,
 L2-normalised), fitted on the descriptions of the run's panel genes only: it reads text, never
 expression, so fitting it on unseen genes' descriptions is legitimate in the zero-shot track.
@@ -52,9 +56,17 @@ def _strip_symbol(text: str) -> str:
     return re.sub(r"^[^:]{1,40}:\s*", "", text).lower()
 
 
+#: Bumped when the TF-IDF settings change (part of the ``tfidf`` representation's digest).
+TFIDF_VERSION = "1"
+
+
 def build_gene_text(descriptions: dict[str, str], encoder: str = "tfidf", *,
-                    model: str | None = None, cache=None, max_tokens: int = 128) -> GeneText:
+                    model: str | None = None, cache=None, max_tokens: int = 128,
+                    neural: TextEncoder | None = None) -> GeneText:
     """A :class:`GeneText` over ``descriptions`` with the named text encoder.
+
+    The representations of :mod:`stbench.features.representations` call this for the text
+    encoders; other representations build their :class:`GeneText` themselves.
 
     Args:
         descriptions: Gene -> description (the run's panel).
@@ -62,23 +74,36 @@ def build_gene_text(descriptions: dict[str, str], encoder: str = "tfidf", *,
             offline; pooled and token states), ``hf`` (``model`` = a local folder or hub id,
             e.g. BioBERT) or ``open_clip`` (``model`` = architecture or ``hf-hub:...``).
         model: The model for ``hf`` / ``open_clip``.
-        cache: A :class:`stbench.features.cache.ArrayCache`; neural embeddings are cached by the
-            texts' content and the encoder's weight digest.
+        cache: A :class:`stbench.features.cache.ArrayCache`; embeddings are cached by the
+            texts' content and the encoder's version or weight digest.
         max_tokens: Token states are truncated to this many word pieces.
+        neural: An already built neural encoder (then ``model`` is not used).
+
+    Returns:
+        The gene text; ``token_states`` only for neural encoders that have them.
     """
+    from stbench.features.cache import ArrayCache, cache_key
+
     genes = list(descriptions)
     texts = [descriptions[g] for g in genes]
     index = {g: i for i, g in enumerate(genes)}
+    store = cache if cache is not None else ArrayCache(enabled=False)
     if encoder == "tfidf":
-        enc = TfidfTextEncoder(texts)
-        matrix = enc.embed(texts)
+        key = cache_key(texts=texts, encoder="tfidf", version=TFIDF_VERSION)
+        matrix = store.get_or_compute("text_pooled", key,
+                                      lambda: TfidfTextEncoder(texts).embed(texts))
 
         def embed(names: list[str]) -> np.ndarray:
             return matrix[[index[n] for n in names]]
 
         return GeneText(descriptions, embed=embed)
+    if neural is None:
+        neural = _make_neural(encoder, model)
+    return _neural_gene_text(descriptions, neural, encoder, store, max_tokens)
 
-    from stbench.features.cache import ArrayCache, cache_key
+
+def _make_neural(encoder: str, model: str | None) -> TextEncoder:
+    """The neural text encoder ``encoder`` (with ``model`` for ``hf`` / ``open_clip``)."""
     from stbench.features.text_encoders import make_text_encoder
 
     kwargs = {}
@@ -86,13 +111,22 @@ def build_gene_text(descriptions: dict[str, str], encoder: str = "tfidf", *,
         if not model:
             from stbench.errors import ConfigError
 
-            raise ConfigError("genes.text_encoder=hf needs genes.text_model=NAME_OR_PATH",
+            raise ConfigError("genes.representation=hf needs genes.text_model=NAME_OR_PATH",
                               fix="e.g. genes.text_model=/models/biobert or a cached hub id")
         kwargs["name_or_path"] = model
     elif encoder == "open_clip" and model:
         kwargs["model"] = model
-    neural = make_text_encoder(encoder, **kwargs)
-    store = cache if cache is not None else ArrayCache(enabled=False)
+    return make_text_encoder(encoder, **kwargs)
+
+
+def _neural_gene_text(descriptions: dict[str, str], neural, encoder: str, store,
+                      max_tokens: int) -> GeneText:
+    """Pooled embeddings and token states of ``neural``, cached by texts and weights digest."""
+    from stbench.features.cache import cache_key
+
+    genes = list(descriptions)
+    texts = [descriptions[g] for g in genes]
+    index = {g: i for i, g in enumerate(genes)}
     key = cache_key(texts=texts, encoder=encoder, digest=neural.digest(), max_tokens=max_tokens)
     memo: dict[str, np.ndarray] = {}
 

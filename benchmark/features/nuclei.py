@@ -105,12 +105,6 @@ def segment_patch(
         ``labels`` (H, W) int32 (0 background, 1..n nuclei, ordered by decreasing area) and
         ``table`` (n, len(NUCLEUS_FEATURES)) float32.
     """
-    from scipy import ndimage as ndi
-    from skimage.filters import gaussian, threshold_otsu
-    from skimage.measure import label, regionprops
-    from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
-
     patch = np.asarray(patch)
     if patch.ndim != 3 or patch.shape[2] < 3:
         raise ValueError(f"expected an (H, W, 3) RGB patch, got {patch.shape}")
@@ -118,16 +112,59 @@ def segment_patch(
     if not mpp > 0:
         raise ValueError("microns_per_pixel must be positive")
     h_chan, e_chan = stain_channels(patch)
+    fg = _foreground(h_chan, mpp, sigma_um, min_threshold)
+    empty = (np.zeros(patch.shape[:2], np.int32), np.zeros((0, len(NUCLEUS_FEATURES)), np.float32))
+    if not fg.any():
+        return empty
+    labels = _split_nuclei(fg, mpp, min_distance_um, h_um)
+    result = _nucleus_table(labels, h_chan, e_chan, mpp, min_area_um2, max_area_um2)
+    return empty if result is None else result
+
+
+def _foreground(h_chan: np.ndarray, mpp: float, sigma_um: float,
+                min_threshold: float) -> np.ndarray:
+    """Nucleus foreground: smoothed haematoxylin above Otsu's threshold, holes filled.
+
+    Args:
+        h_chan: (H, W) haematoxylin optical density.
+        mpp: Microns per pixel.
+        sigma_um: Gaussian smoothing of ``h_chan``.
+        min_threshold: Lowest threshold (Otsu's value is used when higher).
+
+    Returns:
+        (H, W) bool mask.
+    """
+    from scipy import ndimage as ndi
+    from skimage.filters import gaussian, threshold_otsu
+
     smooth = gaussian(h_chan, sigma=max(sigma_um / mpp, 0.3), preserve_range=True)
     try:
         thr = float(threshold_otsu(smooth))
     except ValueError:  # constant image
         thr = float("inf")
     thr = max(thr, min_threshold)
-    fg = ndi.binary_fill_holes(smooth > thr)
-    empty = (np.zeros(patch.shape[:2], np.int32), np.zeros((0, len(NUCLEUS_FEATURES)), np.float32))
-    if not fg.any():
-        return empty
+    return ndi.binary_fill_holes(smooth > thr)
+
+
+def _split_nuclei(fg: np.ndarray, mpp: float, min_distance_um: float,
+                  h_um: float) -> np.ndarray:
+    """Distance-transform watershed of a non-empty foreground into labelled objects.
+
+    Args:
+        fg: (H, W) bool foreground.
+        mpp: Microns per pixel.
+        min_distance_um: Least distance between two watershed markers.
+        h_um: Least height of a distance maximum to seed an object.
+
+    Returns:
+        (H, W) integer labels (0 background); marker-less components are objects too.
+    """
+    from scipy import ndimage as ndi
+    from skimage.filters import gaussian
+    from skimage.measure import label
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
     dist = ndi.distance_transform_edt(fg)
     dist = gaussian(dist, sigma=1.0, preserve_range=True)  # flatten ridge noise of jagged edges
     peaks = h_maxima(dist, max(h_um / mpp, 0.5))
@@ -138,15 +175,34 @@ def segment_patch(
     orphans = label(fg & (labels == 0))
     if orphans.max():
         labels = np.where(orphans > 0, orphans + labels.max(), labels)
+    return labels
+
+
+def _nucleus_table(labels: np.ndarray, h_chan: np.ndarray, e_chan: np.ndarray, mpp: float,
+                   min_area_um2: float, max_area_um2: float,
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Size-filter the labelled objects, relabel them by decreasing area, and measure them.
+
+    Args:
+        labels: (H, W) integer labels of candidate objects.
+        h_chan, e_chan: (H, W) haematoxylin and eosin optical densities.
+        mpp: Microns per pixel.
+        min_area_um2, max_area_um2: Size filter.
+
+    Returns:
+        ``labels`` (H, W) int32 and ``table`` (n, len(NUCLEUS_FEATURES)) float32 as in
+        :func:`segment_patch`, or None when no object passes the size filter.
+    """
+    from skimage.measure import regionprops
 
     min_px, max_px = min_area_um2 / mpp**2, max_area_um2 / mpp**2
     regions = [r for r in regionprops(labels, intensity_image=np.stack([h_chan, e_chan], -1))
                if min_px <= r.area <= max_px]
     if not regions:
-        return empty
+        return None
     regions.sort(key=lambda r: (-r.area, r.centroid))
     out = np.zeros(labels.shape, np.int32)
-    cy, cx = (patch.shape[0] - 1) / 2.0, (patch.shape[1] - 1) / 2.0
+    cy, cx = (labels.shape[0] - 1) / 2.0, (labels.shape[1] - 1) / 2.0
     table = np.zeros((len(regions), len(NUCLEUS_FEATURES)), np.float32)
     for i, r in enumerate(regions):
         out[tuple(r.coords.T)] = i + 1

@@ -21,6 +21,13 @@ Levels at which the metrics are computed (``METRIC_LEVELS`` holds the same text)
 * ``pcc_mean``: Pearson r per (gene, test slide) over that slide's spots; averaged over the
   fold's test slides (each slide weighs the same), then over the evaluated genes (Hist2ST
   convention).
+* ``pcc_specific_mean``: the partial Pearson r per (gene, test slide) given the slide's generic
+  pattern (:func:`generic_pattern`: intercept, per-spot log total counts, first principal
+  component of the slide's measured panel), averaged like ``pcc_mean``. PCC ignores each
+  gene's scale and offset, so one shared spatial pattern (cellularity, depth) predicted for
+  every gene already scores well on ``pcc_mean``; it scores 0 here. The evaluator may use the
+  test slide's measurements for this; methods never see them. Only reported when the harness
+  passes ``generic``.
 * ``pcc_pooled_mean``: Pearson r per gene over all test spots of the fold pooled together;
   averaged over the evaluated genes (HEST / SGN convention).
 * ``pcc_q25`` / ``pcc_median``: 25th percentile / median (numpy linear interpolation) over
@@ -63,6 +70,7 @@ __all__ = [
     "EvaluationInputError",
     "bootstrap_ci",
     "evaluate",
+    "generic_pattern",
     "holm",
     "metric_level",
     "paired_wilcoxon",
@@ -78,6 +86,14 @@ METRIC_LEVELS: dict[str, str] = {
         "Pearson r per gene within each test slide (over that slide's spots), averaged over the "
         "fold's test slides with equal weight, then averaged over the evaluated genes; "
         "undefined (constant) values count as 0."
+    ),
+    "pcc_specific_mean": (
+        "Partial Pearson r per gene within each test slide, controlling for the slide's "
+        "generic pattern (intercept, per-spot log total counts and the first principal "
+        "component of the slide's measured panel): prediction and truth are both residualised "
+        "on it by least squares before correlating; averaged over the fold's test slides, then "
+        "over the evaluated genes; undefined (constant residual) values count as 0. A "
+        "prediction that is the generic pattern itself scores 0."
     ),
     "pcc_pooled_mean": (
         "Pearson r per gene over all test spots of the fold pooled across slides, averaged "
@@ -122,6 +138,7 @@ METRIC_LEVELS: dict[str, str] = {
 _PER_GENE_COLUMNS = [
     "gene",
     "pcc",
+    "pcc_specific",
     "pcc_pooled",
     "spearman",
     "r2",
@@ -383,6 +400,130 @@ def _top_k(stat: np.ndarray, k: int) -> np.ndarray:
     return order[: min(k, stat.size)]
 
 
+#: Principal components of the measured panel in the generic pattern of ``pcc_specific_mean``.
+GENERIC_N_PCS = 1
+
+
+def generic_pattern(panel_expression: Any, total_counts: Any, n_pcs: int = GENERIC_N_PCS
+                    ) -> np.ndarray:
+    """The generic spatial pattern of ONE test slide: ``(n_spots, 1 + n_pcs)`` covariates.
+
+    Columns: ``log1p`` of each spot's total raw counts, then the first ``n_pcs`` principal
+    component scores of the slide's measured, log-normalised panel (all panel genes).
+
+    Args:
+        panel_expression: ``(n_spots, n_panel)`` log-normalised expression of the slide.
+        total_counts: ``(n_spots,)`` raw counts per spot over all measured genes.
+        n_pcs: How many principal components to include.
+    """
+    x = np.asarray(panel_expression, dtype=np.float64)
+    depth = np.log1p(np.asarray(total_counts, dtype=np.float64)).reshape(-1, 1)
+    centred = x - x.mean(axis=0, keepdims=True)
+    k = max(0, min(int(n_pcs), min(centred.shape) - 1))
+    if k == 0:
+        return depth
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    return np.hstack([depth, u[:, :k] * s[:k]])
+
+
+def _residualise(columns: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+    """``columns`` minus their least-squares fit on ``[1, covariates]``."""
+    design = np.hstack([np.ones((columns.shape[0], 1)), covariates])
+    q, r = np.linalg.qr(design)
+    keep = np.abs(np.diag(r)) > 1e-10 * max(1.0, float(np.abs(np.diag(r)).max()))
+    q = q[:, keep]  # drop collinear covariates (e.g. constant depth)
+    return columns - q @ (q.T @ columns)
+
+
+@dataclass
+class _SlideStats:
+    """Per (test slide, gene) statistics of one fold."""
+
+    pcc: np.ndarray
+    spearman: np.ndarray
+    r2: np.ndarray
+    specific: np.ndarray | None
+    undefined: np.ndarray
+    const_pred: np.ndarray
+    const_true: np.ndarray
+    mse: np.ndarray
+    mae: np.ndarray
+    n: np.ndarray
+
+
+def _slide_stats(yt: np.ndarray, yp: np.ndarray, codes: np.ndarray, n_slides: int,
+                 generic: np.ndarray | None) -> _SlideStats:
+    """Loop over slides only, vectorised over genes."""
+    n_genes = yt.shape[1]
+    st = _SlideStats(*(np.zeros((n_slides, n_genes)) for _ in range(3)),
+                     np.zeros((n_slides, n_genes)) if generic is not None else None,
+                     *(np.zeros((n_slides, n_genes), dtype=bool) for _ in range(3)),
+                     np.zeros(n_slides), np.zeros(n_slides), np.zeros(n_slides, dtype=np.int64))
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(n_slides + 1))
+    for s in range(n_slides):
+        idx = order[bounds[s] : bounds[s + 1]]
+        t, p = yt[idx], yp[idx]
+        mom = _moments(t, p, errors=True)
+        r, undefined = mom.pearson()
+        st.pcc[s] = np.nan_to_num(r, nan=0.0)
+        rho, undef_rho = spearman_columns(t, p)
+        st.spearman[s] = np.where(undef_rho, 0.0, rho)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = 1.0 - mom.sse / mom.ss_a
+        st.r2[s] = np.where(mom.const_a, 0.0, r2)
+        if st.specific is not None:
+            z = generic[idx]
+            partial, _ = _moments(_residualise(t, z), _residualise(p, z)).pearson()
+            st.specific[s] = np.nan_to_num(partial, nan=0.0)
+        st.undefined[s], st.const_pred[s], st.const_true[s] = undefined, mom.const_b, mom.const_a
+        st.mse[s] = float(mom.sse.sum() / mom.sse.size / max(idx.size, 1))
+        st.mae[s] = float(mom.sae.sum() / mom.sae.size / max(idx.size, 1))
+        st.n[s] = idx.size
+    return st
+
+
+def _check_labels(slide_ids: Any, n_spots: int) -> tuple[np.ndarray, list]:
+    """Integer slide codes (sorted labels: a deterministic order) and the labels."""
+    labels = np.asarray(slide_ids, dtype=object)
+    if labels.ndim != 1 or labels.shape[0] != n_spots:
+        raise EvaluationInputError(
+            f"slide_ids must be 1-D of length n_spots={n_spots}, got shape {labels.shape}"
+        )
+    try:  # sorted labels make the slide order (and float summation order) deterministic
+        codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=True)
+    except TypeError:  # unorderable mixed label types: order of first appearance
+        codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=False)
+    if (codes < 0).any():
+        raise EvaluationInputError(f"slide_ids contains {int((codes < 0).sum())} missing label(s)")
+    return codes, list(uniques)
+
+
+def _check_inputs(y_true: Any, y_pred: Any, genes: Sequence[str], top_k: Any, generic: Any
+                  ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]:
+    """Validated float64 matrices, gene names and generic covariates."""
+    yt = _validate_matrix(y_true, "y_true")
+    yp = _validate_matrix(y_pred, "y_pred")
+    if yt.shape != yp.shape:
+        raise EvaluationInputError(f"y_true shape {yt.shape} != y_pred shape {yp.shape}")
+    n_spots, n_genes = yt.shape
+    if n_spots == 0 or n_genes == 0:
+        raise EvaluationInputError(f"empty evaluation: shape {yt.shape}")
+    genes_list = [str(g) for g in genes]
+    if len(genes_list) != n_genes:
+        raise EvaluationInputError(f"len(genes)={len(genes_list)} but y has {n_genes} columns")
+    if len(set(genes_list)) != n_genes:
+        dup = pd.Index(genes_list)[pd.Index(genes_list).duplicated()].unique().tolist()
+        raise EvaluationInputError(f"duplicate gene names: {dup[:10]}")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise EvaluationInputError(f"top_k must be a positive integer, got {top_k!r}")
+    if generic is not None:
+        generic = _validate_matrix(generic, "generic")
+        if generic.shape[0] != n_spots:
+            raise EvaluationInputError(f"generic has {generic.shape[0]} rows, y has {n_spots}")
+    return yt, yp, genes_list, generic
+
+
 def evaluate(
     y_true: Any,
     y_pred: Any,
@@ -392,6 +533,7 @@ def evaluate(
     gene_mean_train: Any = None,
     gene_var_train: Any = None,
     top_k: int = 50,
+    generic: Any = None,
 ) -> Evaluation:
     """Compute the official metrics for one fold (see the module docstring for levels).
 
@@ -408,6 +550,8 @@ def evaluate(
         gene_var_train: ``(n_genes,)`` per-gene variance over the TRAINING slides (selects the
             top-k highly variable genes). Required likewise.
         top_k: Size of the top-k gene subsets (metric names ``pcc_top{top_k}_heg/_hvg``).
+        generic: ``(n_spots, q)`` each test spot's generic pattern (rows of
+            :func:`generic_pattern` of its slide); when given, ``pcc_specific_mean`` is reported.
 
     Returns:
         An :class:`Evaluation` with ``metrics`` (floats only), ``per_gene``, ``counts`` and
@@ -417,137 +561,66 @@ def evaluate(
         EvaluationInputError: (a ``ValueError``) arrays not 2-D or of different shapes,
             ``len(slide_ids) != n_spots``, ``len(genes) != n_genes`` or duplicate gene names,
             empty inputs, missing/ill-shaped training statistics, ``top_k < 1``, or any
-            non-finite value in ``y_true``, ``y_pred`` or the training statistics (non-finite
-            values are refused, never silently dropped).
+            non-finite value in ``y_true``, ``y_pred``, ``generic`` or the training statistics
+            (non-finite values are refused, never silently dropped).
     """
-    yt = _validate_matrix(y_true, "y_true")
-    yp = _validate_matrix(y_pred, "y_pred")
-    if yt.shape != yp.shape:
-        raise EvaluationInputError(f"y_true shape {yt.shape} != y_pred shape {yp.shape}")
-    n_spots, n_genes = yt.shape
-    if n_spots == 0 or n_genes == 0:
-        raise EvaluationInputError(f"empty evaluation: shape {yt.shape}")
-
-    genes_list = [str(g) for g in genes]
-    if len(genes_list) != n_genes:
-        raise EvaluationInputError(f"len(genes)={len(genes_list)} but y has {n_genes} columns")
-    if len(set(genes_list)) != n_genes:
-        dup = pd.Index(genes_list)[pd.Index(genes_list).duplicated()].unique().tolist()
-        raise EvaluationInputError(f"duplicate gene names: {dup[:10]}")
-
-    labels = np.asarray(slide_ids, dtype=object)
-    if labels.ndim != 1 or labels.shape[0] != n_spots:
-        raise EvaluationInputError(
-            f"slide_ids must be 1-D of length n_spots={n_spots}, got shape {labels.shape}"
-        )
-    try:  # sorted labels make the slide order (and float summation order) deterministic
-        codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=True)
-    except TypeError:  # unorderable mixed label types: order of first appearance
-        codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=False)
-    if (codes < 0).any():
-        raise EvaluationInputError(f"slide_ids contains {int((codes < 0).sum())} missing label(s)")
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise EvaluationInputError(f"top_k must be a positive integer, got {top_k!r}")
-    mean_train = _validate_stat(gene_mean_train, "gene_mean_train", n_genes)
-    var_train = _validate_stat(gene_var_train, "gene_var_train", n_genes)
-
-    n_slides = len(uniques)
-
-    # ---- per (gene, slide): loop over slides only, vectorised over genes ----
-    pcc_s = np.zeros((n_slides, n_genes))
-    spr_s = np.zeros((n_slides, n_genes))
-    r2_s = np.zeros((n_slides, n_genes))
-    undef_pcc = np.zeros((n_slides, n_genes), dtype=bool)
-    const_pred_s = np.zeros((n_slides, n_genes), dtype=bool)
-    const_true_s = np.zeros((n_slides, n_genes), dtype=bool)
-    slide_mse = np.zeros(n_slides)
-    slide_mae = np.zeros(n_slides)
-    slide_n = np.zeros(n_slides, dtype=np.int64)
-
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(n_slides + 1))
-    for s in range(n_slides):
-        idx = order[bounds[s] : bounds[s + 1]]
-        t, p = yt[idx], yp[idx]
-        mom = _moments(t, p, errors=True)
-        r, undefined = mom.pearson()
-        c_true, c_pred = mom.const_a, mom.const_b
-        pcc_s[s] = np.nan_to_num(r, nan=0.0)
-        rho, undef_rho = spearman_columns(t, p)
-        spr_s[s] = np.where(undef_rho, 0.0, rho)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = 1.0 - mom.sse / mom.ss_a
-        r2_s[s] = np.where(c_true, 0.0, r2)
-        undef_pcc[s] = undefined
-        const_pred_s[s] = c_pred
-        const_true_s[s] = c_true
-        slide_mse[s] = float(mom.sse.sum() / mom.sse.size / max(idx.size, 1))
-        slide_mae[s] = float(mom.sae.sum() / mom.sae.size / max(idx.size, 1))
-        slide_n[s] = idx.size
-
-    pcc_gene = pcc_s.mean(axis=0)
-    spr_gene = spr_s.mean(axis=0)
-    r2_gene = r2_s.mean(axis=0)
-
-    # ---- pooled over all test spots of the fold ----
+    yt, yp, genes_list, generic = _check_inputs(y_true, y_pred, genes, top_k, generic)
+    codes, uniques = _check_labels(slide_ids, yt.shape[0])
+    mean_train = _validate_stat(gene_mean_train, "gene_mean_train", yt.shape[1])
+    var_train = _validate_stat(gene_var_train, "gene_var_train", yt.shape[1])
+    st = _slide_stats(yt, yp, codes, len(uniques), generic)
     pooled_moments = _moments(yt, yp, errors=True)
     pooled = np.nan_to_num(pooled_moments.pearson()[0], nan=0.0)
-    mse_gene = pooled_moments.sse / yt.shape[0]
-    mae_gene = pooled_moments.sae / yt.shape[0]
-
-    heg = _top_k(mean_train, top_k)
-    hvg = _top_k(var_train, top_k)
-
-    metrics: dict[str, float] = {
-        "pcc_mean": float(pcc_gene.mean()),
-        "pcc_pooled_mean": float(pooled.mean()),
-        "pcc_q25": float(np.percentile(pcc_gene, 25)),
-        "pcc_median": float(np.median(pcc_gene)),
-        f"pcc_top{top_k}_heg": float(pcc_gene[heg].mean()),
-        f"pcc_top{top_k}_hvg": float(pcc_gene[hvg].mean()),
-        "spearman_mean": float(spr_gene.mean()),
-        "mse": float(mse_gene.mean()),
-        "mae": float(mae_gene.mean()),
-        "r2_mean": float(r2_gene.mean()),
-    }
-
+    gene = {"pcc": st.pcc.mean(axis=0), "spearman": st.spearman.mean(axis=0),
+            "r2": st.r2.mean(axis=0), "pooled": pooled,
+            "mse": pooled_moments.sse / yt.shape[0], "mae": pooled_moments.sae / yt.shape[0]}
+    metrics = _fold_metrics(gene, st, mean_train, var_train, top_k)
     per_gene = pd.DataFrame(
-        {
-            "gene": genes_list,
-            "pcc": pcc_gene,
-            "pcc_pooled": pooled,
-            "spearman": spr_gene,
-            "r2": r2_gene,
-            "mse": mse_gene,
-            "mae": mae_gene,
-            "mean_train": mean_train,
-            "var_train": var_train,
-            "n_undefined_slides": undef_pcc.sum(axis=0).astype(np.int64),
-        },
-        columns=_PER_GENE_COLUMNS,
+        {"gene": genes_list, "pcc": gene["pcc"],
+         "pcc_specific": st.specific.mean(axis=0) if st.specific is not None else 0.0,
+         "pcc_pooled": pooled, "spearman": gene["spearman"], "r2": gene["r2"],
+         "mse": gene["mse"], "mae": gene["mae"], "mean_train": mean_train,
+         "var_train": var_train, "n_undefined_slides": st.undefined.sum(axis=0).astype(np.int64)},
+        columns=[c for c in _PER_GENE_COLUMNS if c != "pcc_specific" or st.specific is not None],
     )
     per_slide = pd.DataFrame(
-        {
-            "slide": list(uniques),
-            "n_spots": slide_n,
-            "pcc": pcc_s.mean(axis=1),
-            "spearman": spr_s.mean(axis=1),
-            "r2": r2_s.mean(axis=1),
-            "mse": slide_mse,
-            "mae": slide_mae,
-        }
+        {"slide": uniques, "n_spots": st.n, "pcc": st.pcc.mean(axis=1),
+         "spearman": st.spearman.mean(axis=1), "r2": st.r2.mean(axis=1), "mse": st.mse,
+         "mae": st.mae}
     )
+    if st.specific is not None:
+        per_slide["pcc_specific"] = st.specific.mean(axis=1)
     counts = {
-        "n_genes": int(n_genes),
-        "n_spots": int(n_spots),
-        "n_slides": int(n_slides),
-        "n_constant_pred_gene_slides": int(const_pred_s.sum()),
-        "n_constant_true_gene_slides": int(const_true_s.sum()),
+        "n_genes": int(yt.shape[1]), "n_spots": int(yt.shape[0]), "n_slides": len(uniques),
+        "n_constant_pred_gene_slides": int(st.const_pred.sum()),
+        "n_constant_true_gene_slides": int(st.const_true.sum()),
         "n_constant_pred_genes_pooled": int(pooled_moments.const_b.sum()),
         "n_constant_true_genes_pooled": int(pooled_moments.const_a.sum()),
-        "n_top_genes": int(min(top_k, n_genes)),
+        "n_top_genes": int(min(top_k, yt.shape[1])),
     }
     return Evaluation(metrics=metrics, per_gene=per_gene, counts=counts, per_slide=per_slide)
+
+
+def _fold_metrics(gene: dict[str, np.ndarray], st: _SlideStats, mean_train: np.ndarray,
+                  var_train: np.ndarray, top_k: int) -> dict[str, float]:
+    """The fold's metric values from per-gene statistics."""
+    pcc = gene["pcc"]
+    heg, hvg = _top_k(mean_train, top_k), _top_k(var_train, top_k)
+    metrics = {"pcc_mean": float(pcc.mean())}
+    if st.specific is not None:
+        metrics["pcc_specific_mean"] = float(st.specific.mean(axis=0).mean())
+    metrics.update({
+        "pcc_pooled_mean": float(gene["pooled"].mean()),
+        "pcc_q25": float(np.percentile(pcc, 25)),
+        "pcc_median": float(np.median(pcc)),
+        f"pcc_top{top_k}_heg": float(pcc[heg].mean()),
+        f"pcc_top{top_k}_hvg": float(pcc[hvg].mean()),
+        "spearman_mean": float(gene["spearman"].mean()),
+        "mse": float(gene["mse"].mean()),
+        "mae": float(gene["mae"].mean()),
+        "r2_mean": float(gene["r2"].mean()),
+    })
+    return metrics
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -72,27 +73,60 @@ def normalise(slide: Slide, target_sum: float = 1e4, log1p: bool = True) -> Expr
     return Expression(y.astype(np.float32), list(slide.adata.var_names))
 
 
-def choose_panel(
-    kind: str,
-    train: Sequence[Expression],
-    *,
-    literature: list[str] | None,
-    panel_file_genes: list[str] | None,
-    n_hvg: int,
-    default: str,
-) -> tuple[list[str], str]:
+@dataclass(frozen=True)
+class PanelSource:
+    """What the panel is chosen from: the resolved kind and the gene lists that kind uses."""
+
+    kind: str
+    literature: list[str] | None = None
+    panel_file_genes: list[str] | None = None
+
+
+def panel_source(genes_cfg: Any, dataset: Any) -> PanelSource:
+    """The one rule for the panel setting (used by ``stbench run`` and ``stbench features``).
+
+    ``default`` means the dataset's literature panel when it has one, else ``all``. The
+    literature panel is loaded only when the setting uses it (``literature`` or ``default``),
+    and the panel file only for ``file``: ``genes.panel=file`` works on a root without any
+    literature panel.
+    """
+    from stbench.protocol.splits import read_gene_list
+
+    kind = genes_cfg.panel
+    if kind not in PANELS:
+        raise ConfigError(f"unknown panel {kind!r}", fix=f"use genes.panel= one of {', '.join(PANELS)}")
+    if kind == "file":
+        if not genes_cfg.panel_file:
+            raise ConfigError("genes.panel=file needs genes.panel_file=PATH",
+                              fix="write one symbol a line and pass genes.panel_file=PATH")
+        return PanelSource("file", panel_file_genes=read_gene_list(genes_cfg.panel_file, "panel"))
+    if kind in ("default", "literature"):
+        literature = dataset.literature_panel()
+        if literature is not None:
+            return PanelSource("literature", literature=list(literature))
+        if kind == "literature":
+            raise ConfigError("this dataset has no literature panel",
+                              fix="use genes.panel=hvg, all or file")
+        return PanelSource("all")
+    return PanelSource(kind)
+
+
+def choose_panel(source: PanelSource, train: Sequence[Expression], *, n_hvg: int
+                 ) -> tuple[list[str], str]:
     """Choose the gene panel from training slides.
 
     Genes with no count in any training spot are dropped from every panel (they can be
     neither learned nor meaningfully evaluated).
 
+    Args:
+        source: The resolved panel setting (:func:`panel_source`).
+        train: Normalised expression of the fold's training slides only.
+        n_hvg: Panel size for ``hvg``.
+
     Returns:
         The panel and the resolved panel kind.
     """
-    if kind == "default":
-        kind = default
-    if kind not in PANELS[1:]:
-        raise ConfigError(f"unknown panel {kind!r}", fix=f"use genes.panel= one of {', '.join(PANELS)}")
+    kind = source.kind
     present: dict[str, float] = {}
     for expr in train:
         total = expr.values.sum(axis=0)
@@ -100,15 +134,9 @@ def choose_panel(
             present[g] = present.get(g, 0.0) + float(t)
     expressed = {g for g, t in present.items() if t > 0}
     if kind == "literature":
-        if literature is None:
-            raise ConfigError("this dataset has no literature panel",
-                              fix="use genes.panel=hvg, all or file")
-        candidates = literature
+        candidates = source.literature or []
     elif kind == "file":
-        if panel_file_genes is None:
-            raise ConfigError("genes.panel=file needs genes.panel_file=PATH",
-                              fix="write one symbol a line and pass genes.panel_file=PATH")
-        candidates = panel_file_genes
+        candidates = source.panel_file_genes or []
     elif kind == "all":
         candidates = sorted(expressed) if len(train) > 1 else list(train[0].genes)
     else:

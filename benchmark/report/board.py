@@ -30,6 +30,7 @@ from stbench.report.runs import (
 )
 from stbench.report.stats import (
     Stat,
+    bootstrap_mean_ci,
     holm_with_gaps,
     mean_std,
     p_or_none,
@@ -78,6 +79,9 @@ class Row:
     runtime: Stat = field(default_factory=lambda: Stat(float("nan"), float("nan"), 0))
     params: dict[str, Any] = field(default_factory=dict)
     ci: tuple[float, float] | None = None
+    ci_gene: tuple[float, float] | None = None
+    n_sections: int = 0
+    name: str = ""
     is_reference: bool = False
     delta: float | None = None
     p_gene: float | None = None
@@ -86,6 +90,11 @@ class Row:
     p_fold: float | None = None
     p_fold_holm: float | None = None
     n_folds: int = 0
+    p_section: float | None = None
+    p_section_holm: float | None = None
+    n_sections_paired: int = 0
+    mde_gene: float | None = None
+    mde_section: float | None = None
 
     @property
     def row_id(self) -> str:
@@ -93,7 +102,14 @@ class Row:
 
     @property
     def label(self) -> str:
-        return f"{self.method} [{self.config_hash}]"
+        """The method, with what differs from its defaults (``alignst (prompt_rounds=0)``);
+        ``method [hash]`` until :func:`build_board` named the row."""
+        return self.name or f"{self.method} [{self.config_hash}]"
+
+    @property
+    def links(self) -> list[tuple[int, str]]:
+        """``(seed, url)`` of the MLflow runs of this row whose store is known."""
+        return sorted((r.seed, r.mlflow_url) for r in self.runs if r.mlflow_url)
 
     @property
     def seeds(self) -> list[int]:
@@ -113,12 +129,14 @@ class Row:
                     acc.setdefault(g, []).append(v)
         return {g: float(np.mean(v)) for g, v in acc.items()}
 
-    def slide_pcc(self) -> dict[str, float]:
-        """Per-slide PCC averaged over the units testing the slide."""
+    def slide_pcc(self, seeds: Iterable[int] | None = None) -> dict[str, float]:
+        """Per-slide PCC averaged over the units of ``seeds`` (all by default) testing it."""
+        keep = None if seeds is None else set(seeds)
         acc: dict[str, list[float]] = {}
         for u in self.units:
-            for s, v in u.slide_pcc.items():
-                acc.setdefault(s, []).append(v)
+            if keep is None or u.seed in keep:
+                for s, v in u.slide_pcc.items():
+                    acc.setdefault(s, []).append(v)
         return {s: float(np.mean(v)) for s, v in acc.items()}
 
     def unit_metric(self, name: str, seeds: Iterable[int] | None = None
@@ -145,6 +163,8 @@ class Board:
     boards: dict[str, int]
     n_skipped: int = 0
     sources: list[str] = field(default_factory=list)
+    n_superseded: int = 0
+    published: list[str] = field(default_factory=list)
 
     def rows_of(self, kind: str) -> list[Row]:
         """The rows of one method kind, in board order."""
@@ -244,6 +264,25 @@ def _key_params(rows: list[Row]) -> None:
         for k in sorted(board_varying):
             params[k] = flat[r.row_id].get(k)
         r.params = params
+    _name_rows(rows)
+
+
+def _name_rows(rows: list[Row]) -> None:
+    """Row names: the method alone when it runs its defaults, else the method with the
+    settings that tell it apart (``alignst (prompt_rounds=0)``); the config hash is added
+    where two rows would otherwise read the same."""
+    from stbench.report.runs import short_text
+
+    for r in rows:
+        shown = ", ".join(f"{k.rsplit('.', 1)[-1] if k.count('.') > 1 else k}="
+                          f"{short_text(v, 24)}" for k, v in r.params.items())
+        r.name = f"{r.method} ({shown})" if shown else r.method
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.name] = counts.get(r.name, 0) + 1
+    for r in rows:
+        if counts[r.name] > 1:
+            r.name = f"{r.name} [{r.config_hash}]"
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,7 +373,10 @@ def _aggregate(rows: Sequence[Row], metrics: Sequence[str]) -> None:
                        for m in metrics}
         row.metrics = {m: s for m, s in row.metrics.items() if s.n}
         row.runtime = mean_std([float(r.data.get("runtime_s") or 0.0) for r in row.runs])
-        row.ci = slide_ci(row.slide_pcc())
+        slides = row.slide_pcc()
+        row.n_sections = len(slides)
+        row.ci = slide_ci(slides)
+        row.ci_gene = bootstrap_mean_ci(list(row.gene_pcc().values()))
 
 
 def _score(r: Row) -> float:

@@ -40,6 +40,7 @@ from stbench.report.render import (
     fmt_stat,
     plot_boxes,
     plot_histograms,
+    render_description,
     render_html,
     render_markdown,
     write_board,
@@ -113,30 +114,60 @@ __all__ = [
 
 def make_leaderboard(dataset: str, sources: Sequence[str | Path] = (), out_dir: str | Path | None
                      = "leaderboards", board: str | None = None, recorded: bool = True,
-                     plots: bool = True) -> tuple[Board, dict[str, Path]]:
+                     plots: bool = True, *, store: str | Path | None = None,
+                     from_mlflow: str | None = None, experiment: str | None = None,
+                     ui_base: str | None = None, publish: bool = True,
+                     ) -> tuple[Board, dict[str, Path]]:
     """Load, check, aggregate and (if ``out_dir``) write the board of ``dataset``.
 
     Args:
         dataset: Dataset name; files of other datasets found in folders are skipped.
-        sources: Extra result files or folders.
+        sources: Extra result files or folders (highest precedence).
         out_dir: Where to write; ``None`` writes nothing.
         board: Board key when the results fall into several protocol groups.
         recorded: Also read ``leaderboards/results/<dataset>/`` (relative to the working
             directory) when it exists.
         plots: Embed the matplotlib plots in the HTML.
+        store: The local tracking folder whose ``results/<dataset>/`` is read and whose
+            ``mlflow.db`` gives the row links (``None``: not read).
+        from_mlflow: Read the finished runs of an MLflow tracking server instead of the local
+            store and the committed folder (named ``sources`` are still read).
+        experiment: With ``from_mlflow``: only this experiment.
+        ui_base: The MLflow UI address used in links (default: the server, or the address
+            ``stbench ui`` serves).
+        publish: Write the board into the description of the MLflow experiments holding its
+            runs (when ``out_dir`` is set and the store is known).
 
     Raises:
         UserError: Nothing to read, no results, or incompatible results.
     """
-    srcs = [Path(s) for s in sources]
-    default = Path("leaderboards") / "results" / dataset
-    if recorded and default.is_dir():
-        srcs.insert(0, default)
-    if not srcs:
-        raise UserError(f"no results to read for dataset {dataset!r}", where=str(default),
-                        fix=f"record runs with `stbench run ... --dataset {dataset} --json "
-                            f"{default}/NAME.json`, or pass --results DIR")
-    runs, skipped = load_runs(srcs, dataset)
-    b = build_board(runs, board, dataset=dataset, n_skipped=skipped, sources=[str(s) for s in srcs])
+    from stbench.report.sources import gather, link_runs, load_mlflow_runs, publish_board
+
+    if from_mlflow:
+        src = load_mlflow_runs(from_mlflow, dataset, experiment, ui_base=ui_base)
+        if sources:
+            named, skipped = load_runs(list(sources), dataset)
+            src.runs, src.n_skipped = named + src.runs, src.n_skipped + skipped
+            src.sources = [str(p) for p in sources] + src.sources
+    else:
+        src = gather(dataset, list(sources), store, recorded, ui_base)
+    experiments = link_runs(src)
+    b = build_board(src.runs, board, dataset=dataset, n_skipped=src.n_skipped,
+                    sources=src.sources)
+    b.n_superseded = src.n_superseded
     paths = write_board(b, out_dir, plots=plots) if out_dir is not None else {}
+    if publish and out_dir is not None and src.store_uri:
+        ids = experiments or _experiment_named(src.store_uri, f"stbench-{dataset}")
+        b.published = publish_board(src.store_uri, ids, render_description(b))
     return b, paths
+
+
+def _experiment_named(uri: str, name: str) -> list[str]:
+    """The id of the experiment ``name`` in the store, if it exists."""
+    from stbench.run.tracking import client_for
+
+    try:
+        exp = client_for(uri).get_experiment_by_name(name)
+    except Exception:  # noqa: BLE001 - no store, no description
+        return []
+    return [exp.experiment_id] if exp is not None else []

@@ -39,6 +39,8 @@ __all__ = [
     "fmt_stat",
     "plot_boxes",
     "plot_histograms",
+    "legend",
+    "render_description",
     "render_html",
     "render_markdown",
     "write_board",
@@ -85,8 +87,9 @@ def fmt_params(params: dict) -> str:
 
 
 def fmt_ci(ci: tuple[float, float] | None) -> str:
-    """A confidence interval as ``[lo, hi]``; an en dash when missing."""
-    return "–" if ci is None else f"[{fmt_num(ci[0])}, {fmt_num(ci[1])}]"
+    """A confidence interval as ``[lo, hi]``; "n/a" when there is none (fewer than two
+    genes or sections: a zero-width interval would claim a precision the data cannot give)."""
+    return "n/a" if ci is None else f"[{fmt_num(ci[0])}, {fmt_num(ci[1])}]"
 
 
 def best_values(board: Board) -> dict[str, float]:
@@ -129,27 +132,56 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def legend(board: Board) -> list[str]:
+    """What each number of the board means (one paragraph per item, plain text)."""
+    ref = board.reference
+    n = max(len(board.rows) - 1, 1)
+    return [
+        "Rows: one per (method, configuration), named by the method and the settings that "
+        "differ from its defaults (or from the other rows); `config` is the hash of every "
+        "method-side setting.",
+        "Metrics: mean ± standard deviation over folds × seeds (sample std; the mean alone for "
+        f"one unit). Lower is better for {', '.join(sorted(LOWER_IS_BETTER))}; higher for the "
+        "rest. Bold: the best value of the column.",
+        f"Reference row: {ref.label if ref else '-'} ({board.reference_note}). Δ: difference "
+        "in mean pcc_mean to it.",
+        "p genes: paired Wilcoxon signed-rank test over every evaluated panel gene, pairing "
+        "each gene's PCC (averaged over the sections and seeds where it was unseen, on the "
+        "seeds both rows ran) with the reference's. p sections: the same over test sections "
+        "(per-section PCC averaged over the units testing it); n/a with fewer than two "
+        f"sections. Both are Holm-corrected across the {n} rows compared with the reference "
+        "(separately per test); * p<0.05, ** p<0.01, *** p<0.001.",
+        "CI genes / CI sections: 95 % percentile bootstrap intervals (2000 resamples, seed 0) "
+        "of the row's mean per-gene PCC resampling genes, and of its mean per-section PCC "
+        "resampling test sections; n/a with fewer than two genes or sections.",
+        "MDE genes / MDE sections: the minimal difference detectable with 80 % power given "
+        "the observed variance: for the n paired differences d (row − reference) with "
+        "standard deviation s_d, the true mean difference δ at which a two-sided paired "
+        f"t-test at α = 0.05/{n} (the strictest Holm step) rejects with probability 0.8, i.e. "
+        "δ solving P(|T| > t(1−α/2, n−1)) = 0.8 for T noncentral t with n−1 degrees of "
+        "freedom and noncentrality δ·√n/s_d; approximately δ ≈ (t(1−α/2, n−1) + t(0.8, n−1))"
+        "·s_d/√n. A |Δ| below the MDE that is not significant is inconclusive, not a tie. "
+        "n/a with fewer than three pairs.",
+    ]
+
+
 def _md_intro(board: Board) -> list[str]:
-    """Title, protocol list and the paragraph explaining the numbers."""
+    """Title, protocol list and the legend."""
     lines = [f"# Leaderboard: {board.dataset}", ""]
     lines += [f"- **{k}**: {_md_escape(v)}" for k, v in describe_protocol(board)]
-    ref = board.reference
-    lines += [
-        "",
-        "Metrics: mean ± standard deviation over folds × seeds (sample std). Significance "
-        f"against the reference row **{ref.label if ref else '-'}** ({board.reference_note}): "
-        "paired Wilcoxon over genes (per-gene PCC averaged over folds and shared seeds) and "
-        "over folds (per-fold pcc_mean), Holm-corrected across rows; * p<0.05, ** p<0.01, "
-        "*** p<0.001. CI: 95 % bootstrap over test slides of the per-slide PCC. Lower is better "
-        f"for {', '.join(sorted(LOWER_IS_BETTER))}; higher for the rest.",
-        "",
-    ]
+    lines += [""] + [f"{p}\n" for p in legend(board)]
     return lines
 
 
-def _md_row(board: Board, r: Row, kind: str, best: dict[str, float]) -> str:
+def _links_md(r: Row) -> str:
+    """Markdown links to the row's MLflow runs (one per seed)."""
+    return " ".join(f"[s{seed}]({url})" for seed, url in r.links) or "–"
+
+
+def _md_row(board: Board, r: Row, kind: str, best: dict[str, float], links: bool) -> str:
     """One table line of the main board (best values in bold)."""
-    cells = [KIND_LABELS.get(kind, kind), f"**{r.method}**" if r.is_reference else r.method,
+    name = _md_escape(r.label)
+    cells = [KIND_LABELS.get(kind, kind), f"**{name}**" if r.is_reference else name,
              f"`{r.config_hash}`",
              f"{len(r.seeds)} × {len(r.units) // max(len(r.seeds), 1)}"]
     for m in board.metrics:
@@ -158,27 +190,58 @@ def _md_row(board: Board, r: Row, kind: str, best: dict[str, float]) -> str:
         if s is not None and m in best and s.mean == best[m]:
             text = f"**{text}**"
         cells.append(text)
-    cells += [fmt_stat(r.runtime, 1), _md_escape(fmt_params(r.params)),
-              "ref" if r.is_reference else fmt_num(r.delta, 4),
-              "ref" if r.is_reference else f"{fmt_p(r.p_gene_holm)} (n={r.n_genes})",
-              "ref" if r.is_reference else f"{fmt_p(r.p_fold_holm)} (n={r.n_folds})",
-              fmt_ci(r.ci)]
+    ref = r.is_reference
+    cells += [fmt_stat(r.runtime, 1),
+              "ref" if ref else fmt_num(r.delta, 4),
+              "ref" if ref else f"{fmt_p(r.p_gene_holm)} (n={r.n_genes})",
+              "ref" if ref else f"{fmt_p(r.p_section_holm)} (n={r.n_sections_paired})",
+              "ref" if ref else fmt_num(r.mde_gene, 4) if r.mde_gene is not None else "n/a",
+              "ref" if ref else fmt_num(r.mde_section, 4) if r.mde_section is not None
+              else "n/a",
+              fmt_ci(r.ci_gene), fmt_ci(r.ci)]
+    if links:
+        cells.append(_links_md(r))
     return "| " + " | ".join(cells) + " |"
 
 
 def _md_table(board: Board, foot: dict[str, int]) -> list[str]:
     """The main table: header, alignment and one line per row, grouped by kind."""
+    links = any(r.links for r in board.rows)
     header = (["kind", "method", "config", "seeds × folds"]
               + [f"{m} [{foot[m]}]" for m in board.metrics]
-              + ["runtime (s)", "key parameters", "Δ pcc_mean vs ref", "p genes (Holm)",
-                 "p folds (Holm)", "95% CI (slides)"])
-    aligns = ["---"] * 4 + ["---:"] * len(board.metrics) + ["---:", "---", "---:", "---:",
-                                                              "---:", "---"]
+              + ["runtime (s)", "Δ pcc_mean vs ref", "p genes (Holm)", "p sections (Holm)",
+                 "MDE genes", "MDE sections", "95% CI genes", "95% CI sections"]
+              + (["MLflow"] if links else []))
+    aligns = (["---"] * 4 + ["---:"] * len(board.metrics) + ["---:"] * 6 + ["---"] * 2
+              + (["---"] if links else []))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(aligns) + "|"]
     best = best_values(board)
     for kind in board.kinds:
-        lines += [_md_row(board, r, kind, best) for r in board.rows_of(kind)]
+        lines += [_md_row(board, r, kind, best, links) for r in board.rows_of(kind)]
+    lines += ["", "Key parameters of each row:", ""]
+    lines += [f"- {_md_escape(r.label)} `{r.config_hash}`: {_md_escape(fmt_params(r.params))}"
+              for r in board.rows]
     return lines
+
+
+def render_description(board: Board) -> str:
+    """The board as the MLflow experiment's description: protocol, the headline table
+    (method, pcc_mean, CIs, tests against the reference) and the legend, in markdown."""
+    lines = [f"**stbench leaderboard: {board.dataset}** (board `{board.key}`, refreshed by "
+             "`stbench leaderboard`)", ""]
+    lines += [f"- **{k}**: {_md_escape(v)}" for k, v in describe_protocol(board)]
+    lines += ["", "| method | kind | seeds | pcc_mean | 95% CI genes | Δ vs ref | p genes (Holm) "
+              "| MDE genes |", "|---|---|---:|---:|---|---:|---:|---:|"]
+    for r in board.rows:
+        ref = r.is_reference
+        lines.append("| " + " | ".join([
+            f"**{_md_escape(r.label)}**" if ref else _md_escape(r.label),
+            KIND_LABELS.get(r.kind, r.kind), ",".join(map(str, r.seeds)),
+            fmt_stat(r.metrics.get("pcc_mean")), fmt_ci(r.ci_gene),
+            "ref" if ref else fmt_num(r.delta, 4), "ref" if ref else fmt_p(r.p_gene_holm),
+            "ref" if ref else fmt_num(r.mde_gene, 4)]) + " |")
+    lines += [""] + [f"{p}\n" for p in legend(board)]
+    return "\n".join(lines)
 
 
 def _md_ablation(ab: dict[str, Any]) -> list[str]:
@@ -281,13 +344,13 @@ def plot_histograms(board: Board) -> str | None:
     return _png(fig)
 
 
-def _template() -> Any:
-    """The jinja2 template of the HTML page, with the formatting filters."""
+def _template(name: str = "leaderboard.html") -> Any:
+    """A jinja2 template of the package, with the formatting filters."""
     import importlib.resources
 
     from jinja2 import Environment, select_autoescape
 
-    text = (importlib.resources.files("stbench.report") / "templates" / "leaderboard.html"
+    text = (importlib.resources.files("stbench.report") / "templates" / name
             ).read_text(encoding="utf-8")
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True),
                       trim_blocks=True, lstrip_blocks=True)
@@ -302,18 +365,54 @@ def _template() -> Any:
 
 def render_html(board: Board, other_pages: Sequence[str] = (), plots: bool = True) -> str:
     """The static HTML page (inline CSS, base64 PNG plots, a tiny sort script; no network)."""
+    from stbench.report.figures import plot_bars, plot_maps, reference_maps
+
     return _template().render(
         board=board, kinds=board.kinds, kind_labels=KIND_LABELS, best=best_values(board),
         lower_is_better=LOWER_IS_BETTER, ablation_keys=ABLATION_KEYS,
         ablation_method=ABLATION_METHOD, protocol=describe_protocol(board),
+        legend=legend(board), links=any(r.links for r in board.rows),
+        bars_png=plot_bars(board) if plots else None,
+        maps_png=plot_maps(board) if plots else None,
+        maps=reference_maps(board) if plots else None,
         box_png=plot_boxes(board) if plots else None,
         hist_png=plot_histograms(board) if plots else None,
         other_pages=list(other_pages), isfinite=lambda x: x is not None and math.isfinite(x))
 
 
+def _boards_in(out: Path) -> list[dict[str, str]]:
+    """The board pages in ``out`` and its sub-folders (one level): href, dataset, key, rows."""
+    import re
+
+    found = []
+    for page in sorted([*out.glob("*.html"), *out.glob("*/*.html")]):
+        if page.name == "index.html":
+            continue
+        try:
+            head = page.read_text(encoding="utf-8")[:200_000]
+        except OSError:
+            continue
+        table = re.search(r'<table id="leaderboard"[^>]*data-dataset="([^"]*)"[^>]*'
+                          r'data-board="([^"]*)"', head)
+        if table is None:
+            continue
+        found.append({"href": page.relative_to(out).as_posix(), "dataset": table.group(1),
+                      "key": table.group(2), "rows": str(head.count('class="board-row')),
+                      "protocol": _protocol_line(head)})
+    return found
+
+
+def _protocol_line(html: str) -> str:
+    """"split ..., gene split ..." read back from a board page's protocol list."""
+    import re
+
+    fields = dict(re.findall(r'<dd data-field="([^"]+)">([^<]*)</dd>', html))
+    return "; ".join(f"{k} {fields[k]}" for k in ("split", "gene split", "seeds") if k in fields)
+
+
 def write_board(board: Board, out_dir: str | Path, plots: bool = True) -> dict[str, Path]:
-    """Write ``<dataset>.md``, ``<dataset>.html`` and ``index.html`` (same page, with links to
-    the other ``*.html`` boards in ``out_dir``) atomically."""
+    """Write ``<dataset>.md``, ``<dataset>.html`` and ``index.html`` (the list of every board
+    page in ``out_dir`` and its sub-folders) atomically."""
     from stbench.run.result import write_atomic
 
     out = Path(out_dir)
@@ -324,9 +423,8 @@ def write_board(board: Board, out_dir: str | Path, plots: bool = True) -> dict[s
     others = sorted(p.name for p in out.glob("*.html")
                     if p.name not in ("index.html", page.name))
     write_atomic(md, render_markdown(board))
-    html = render_html(board, others, plots=plots)
-    write_atomic(page, html)
-    write_atomic(index, html)
+    write_atomic(page, render_html(board, others, plots=plots))
+    write_atomic(index, _template("index.html").render(boards=_boards_in(out)))
     mask = os.umask(0)
     os.umask(mask)
     for p in (md, page, index):  # write_atomic's temporary files are 0600; boards are public

@@ -80,10 +80,17 @@ class Unit:
 
 @dataclass
 class Run:
-    """One result JSON file."""
+    """One result JSON file (``mlflow_url``: its MLflow run in the UI, where the store is
+    known; ``source``: which source it was read from)."""
 
     path: Path
     data: dict
+    mlflow_url: str | None = None
+    source: str = ""
+
+    @property
+    def identity(self) -> str | None:
+        return self.data.get("identity")
 
     @property
     def method(self) -> str:

@@ -37,7 +37,14 @@ SPLIT_PRESETS = {name: SplitConfig(name=name) for name in ("loso", "lopo", "hold
 
 @dataclass
 class GenesConfig:
-    """Panel, gene split (zero-shot track) and gene descriptions."""
+    """Panel, gene split (zero-shot track), gene descriptions and gene representation.
+
+    ``representation`` names a registered gene representation (``stbench list
+    representations``): ``minilm`` | ``tfidf`` | ``hf`` | ``open_clip`` (text encoders of the
+    descriptions; ``text_model`` for hf/open_clip), ``table`` (the file ``embeddings``) or
+    ``go``. ``missing``: ``error`` stops on panel genes the representation lacks, ``drop``
+    leaves them out of the run. ``text_encoder`` is deprecated (it sets the representation).
+    """
 
     panel: str = "default"
     panel_file: Optional[str] = None
@@ -48,7 +55,10 @@ class GenesConfig:
     unseen_file: Optional[str] = None
     val_fraction: float = bounded(0.2, "[0, 1)")
     descriptions: Optional[str] = None
-    text_encoder: str = "minilm"
+    representation: str = "minilm"
+    embeddings: Optional[str] = None
+    missing: str = "error"
+    text_encoder: Optional[str] = None  # deprecated: use representation
     text_model: Optional[str] = None
     max_tokens: int = bounded(128, ">= 1")
 
@@ -132,14 +142,22 @@ def _named_node(name: str, config_cls: type) -> type:
     return dataclasses.make_dataclass(f"{config_cls.__name__}_{name}", fields, bases=(config_cls,))
 
 
+def _default_choices() -> dict[str, str]:
+    """The plugin chosen per group when no override names one (``conf/config.yaml``)."""
+    defaults = OmegaConf.load(CONF_DIR / "config.yaml").get("defaults", [])
+    return {k: str(v) for item in defaults if isinstance(item, DictConfig)
+            for k, v in item.items() if k in ("dataset", "method", "encoder")}
+
+
 def register_configs(chosen: dict[str, str] | None = None) -> None:
-    """Store the root schema and one config node per registered plugin in Hydra's ConfigStore.
+    """Store the root schema and the plugins' config nodes in Hydra's ConfigStore.
 
     Args:
-        chosen: Group -> plugin name selected for this run; their import errors propagate,
-            while another plugin that fails to import is left out.
+        chosen: Group -> plugin name selected for this run: only those (or the group's
+            default) are imported and stored, so composing a run does not import every
+            registered plugin. None stores every plugin that imports (for multiruns over
+            several methods); a broken third-party plugin is then left out.
     """
-    chosen = chosen or {}
     from hydra.core.config_store import ConfigStore
 
     from stbench.data import DatasetConfig
@@ -150,16 +168,18 @@ def register_configs(chosen: dict[str, str] | None = None) -> None:
     cs.store(name="stbench_schema", node=RootConfig)
     for name, preset in SPLIT_PRESETS.items():
         cs.store(group="split", name=name, node=preset)
+    defaults = _default_choices()
     for registry, group, base in (
         (METHODS, "method", MethodConfig),
         (DATASETS, "dataset", DatasetConfig),
         (ENCODERS, "encoder", object),
     ):
-        for name in registry.list():
+        only = None if chosen is None else chosen.get(group, defaults.get(group))
+        for name in registry.list() if only is None else [only]:
             try:
                 plugin = registry.get(name)
             except Exception:  # a broken third-party plugin must not break other runs
-                if chosen.get(group) == name:
+                if only is not None:
                     raise
                 continue
             cfg_cls = getattr(plugin, "Config", None)
@@ -168,8 +188,21 @@ def register_configs(chosen: dict[str, str] | None = None) -> None:
             cs.store(group=group, name=name, node=_named_node(name, cfg_cls))
 
 
+def with_default_split(dataset: str, overrides: list[str]) -> list[str]:
+    """``overrides`` with ``split=<the dataset card's default split>`` first unless a split is
+    chosen: the one place the default split is applied (library, CLI and sweeps)."""
+    if any(o.split("=", 1)[0].lstrip("+~") == "split" for o in overrides):
+        return list(overrides)
+    from stbench.plugins import DATASETS
+
+    return [f"split={DATASETS.get(dataset).card.default_split}", *overrides]
+
+
 def compose(overrides: list[str]) -> DictConfig:
     """Compose the run config from ``conf/config.yaml`` and ``overrides``.
+
+    The dataset card's default split applies unless ``split=`` is given; only the chosen
+    plugins are imported.
 
     Raises:
         ConfigError: On an unknown key, a wrong type, or an unknown group option.
@@ -183,6 +216,7 @@ def compose(overrides: list[str]) -> DictConfig:
     chosen = dict(o.split("=", 1) for o in overrides
                   if o.split("=", 1)[0] in ("method", "dataset", "encoder") and "=" in o)
     register_configs(chosen)
+    overrides = with_default_split(chosen.get("dataset", _default_choices()["dataset"]), overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

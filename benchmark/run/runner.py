@@ -9,9 +9,11 @@ method.predict on test slides (expression hidden) -> evaluator -> result JSON + 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import platform
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,15 +28,16 @@ from stbench.run.config import to_container, to_yaml
 from stbench.data import Dataset, Slide
 from stbench.errors import ConfigError, DataError
 from stbench.features.pipeline import compute_features
-from stbench.features.descriptions import descriptions_for
 from stbench.method import Bundle, FitContext, GeneText, Method, SlideView
-from stbench.protocol.metrics import METRIC_LEVELS, evaluate
+from stbench.protocol.metrics import METRIC_LEVELS, evaluate, generic_pattern
 from stbench.plugins import DATASETS, ENCODERS, METHODS
-from stbench.protocol.preprocess import Expression, choose_panel, normalise
+from stbench.protocol.preprocess import Expression, PanelSource, choose_panel, normalise, panel_source
+from stbench.run.maps import fold_maps, keep_extremes
 from stbench.run.progress import progress_bars
-from stbench.run.result import SCHEMA_VERSION, dumps, git_sha, validate_result, write_atomic
-from stbench.protocol.splits import GeneSplit, SlideFold, gene_splits, read_gene_list, slide_folds
-from stbench.features.gene_text import build_gene_text
+from stbench.run.portable import dataset_digest, portable_config
+from stbench.run.result import RunResult, dumps, git_sha, validate_result, write_atomic
+from stbench.protocol.splits import GeneSplit, SlideFold, gene_splits, slide_folds
+from stbench.features.representations import representation_from_config
 from stbench.run.tracking import NullTracker, Tracker, flatten
 from stbench.run.tuning import apply_params, default_storage, study_name, tune
 
@@ -87,22 +90,22 @@ def load_slides(dataset: Dataset, min_spot_counts: int) -> list[Slide]:
 
 
 def plan_folds(cfg: DictConfig, slides: list[Slide], exprs: dict[str, Expression],
-               literature: list[str] | None, trained_on: str) -> list[FoldPlan]:
-    """Slide folds x gene splits, with panel and gene statistics from training slides."""
+               source: PanelSource, trained_on: str,
+               panel_filter: Callable[[list[str]], list[str]] | None = None) -> list[FoldPlan]:
+    """Slide folds x gene splits, with panel and gene statistics from training slides.
+
+    ``panel_filter`` (the gene representation's coverage) may shrink each fold's panel.
+    """
     sp = cfg.split
     folds = slide_folds([(s.name, s.patient) for s in slides], sp.name, seed=cfg.seed,
                         test=list(sp.test), val=list(sp.val), n_val_slides=sp.n_val_slides, k=sp.k)
     g = cfg.genes
-    panel_file = read_gene_list(g.panel_file, "panel") if g.panel_file else None
-    if g.panel == "file" and panel_file is None:
-        raise ConfigError("genes.panel=file needs genes.panel_file=PATH",
-                          fix="write one symbol a line and pass genes.panel_file=PATH")
     plans: list[FoldPlan] = []
     for fold in folds:
         train = [exprs[n] for n in fold.train]
-        panel, kind = choose_panel(g.panel, train, literature=literature,
-                                   panel_file_genes=panel_file, n_hvg=g.n_hvg,
-                                   default=_default_panel(cfg, literature))
+        panel, kind = choose_panel(source, train, n_hvg=g.n_hvg)
+        if panel_filter is not None:
+            panel = panel_filter(list(panel))
         absent = {}
         stacked = []
         for n in fold.train:
@@ -117,10 +120,6 @@ def plan_folds(cfg: DictConfig, slides: list[Slide], exprs: dict[str, Expression
                               with_val=trained_on == "seen"):
             plans.append(FoldPlan(len(plans), fold, panel, kind, gs, mean, var, absent))
     return plans
-
-
-def _default_panel(cfg: DictConfig, literature: list[str] | None) -> str:
-    return "literature" if literature else "all"
 
 
 def _view(slide: Slide, feats: dict[str, np.ndarray], expr: np.ndarray | None) -> SlideView:
@@ -165,7 +164,15 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
     if meta.kind == "zero_shot" and cfg.genes.split == "none":
         raise ConfigError(f"{meta.name} is a zero-shot method and genes.split=none leaves no unseen gene",
                           fix="use genes.split=random|top_mean|kfold|file")
+    needs = method_cls.needs_for(OmegaConf.to_object(cfg.method))
+    # the gene representation is read and validated before any work; its digest (weights,
+    # embedding file) is part of the run identity
+    representation = (representation_from_config(
+        cfg.genes, ArrayCache(cfg.cache.dir, enabled=cfg.cache.enabled))
+        if "gene_text" in needs else None)
     identity = run_identity(cfg, meta.version, dataset_cls.card.version)
+    if representation is not None:
+        identity = hashlib.sha256(f"{identity}|{representation.digest()}".encode()).hexdigest()
     checkpoint = RunCheckpoint(cfg.tracking.dir, identity)
     if cfg.resume:
         done = checkpoint.load_result()
@@ -175,21 +182,19 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
             done["skipped"] = "already complete with the same identity (resume=false reruns it)"
             return done
     dataset = dataset_cls(OmegaConf.to_object(cfg.dataset))
+    source = panel_source(cfg.genes, dataset)  # settings before any loading
     slides = load_slides(dataset, cfg.preprocess.min_spot_counts)
     by_name = {s.name: s for s in slides}
     exprs = {s.name: normalise(s, cfg.preprocess.target_sum, cfg.preprocess.log1p) for s in slides}
-    plans = plan_folds(cfg, slides, exprs, dataset.literature_panel(), meta.trained_on)
+    plans = plan_folds(cfg, slides, exprs, source, meta.trained_on,
+                       representation.select_panel if representation is not None else None)
 
     gene_text_by_panel: dict[tuple[str, ...], GeneText] = {}
-    if "gene_text" in meta.needs:
+    if representation is not None:  # computed once per panel (and cached across runs)
         for plan in plans:
             key = tuple(plan.panel)
             if key not in gene_text_by_panel:
-                desc = descriptions_for(list(plan.panel), cfg.genes.descriptions)
-                gene_text_by_panel[key] = build_gene_text(
-                    desc, cfg.genes.text_encoder, model=cfg.genes.text_model,
-                    cache=ArrayCache(cfg.cache.dir, enabled=cfg.cache.enabled),
-                    max_tokens=cfg.genes.max_tokens)
+                gene_text_by_panel[key] = representation.build(list(plan.panel))
 
     tracker = _tracker(cfg)
     resolved = to_container(cfg)
@@ -201,12 +206,15 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
     ok = finished = False
     try:
         tracker.log_params(parent, flatten(resolved))
+        if representation is not None:
+            tracker.log_params(parent, {f"representation.{k}": str(v) for k, v in
+                                        representation.record().items() if k != "dropped"})
         tracker.log_text(parent, to_yaml(cfg), "config.yaml")
         cache = ArrayCache(cfg.cache.dir, enabled=cfg.cache.enabled)
         fold_results = []
         with progress_bars(progress) as task:
             feature_info: dict = {}
-            features = compute_features(cfg, slides, meta.needs, cache, task, feature_info)
+            features = compute_features(cfg, slides, needs, cache, task, feature_info)
             advance_folds = task(f"folds ({meta.name})", len(plans))
             for plan in plans:
                 fold = checkpoint.load_fold(plan.index) if cfg.resume else None
@@ -220,13 +228,13 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
                     _record_resumed_fold(tracker, parent, fold)
                 fold_results.append(fold)
                 advance_folds()
-        result = _assemble(cfg, meta, dataset, plans, fold_results, resolved,
-                           time.perf_counter() - started, cache)
-        result["identity"] = identity
-        result["encoder"] = feature_info.get("encoder")
-        validate_result(result)
-        text = dumps(result)
-        tracker.log_metrics(parent, result["metrics"])
+        record = _assemble(cfg, meta, plans, fold_results, resolved, time.perf_counter() - started,
+                           cache, dataset=(dataset, slides), needs=needs,
+                           representation=representation.record() if representation else None)
+        record.identity, record.encoder = identity, feature_info.get("encoder")
+        validate_result(record.to_dict())
+        result, text = record.to_dict(), record.to_json()
+        tracker.record_result(parent, result)
         tracker.log_text(parent, text, "result.json")
         if json_path:
             write_atomic(json_path, text)
@@ -295,7 +303,9 @@ def _run_fold(cfg, plan: FoldPlan, method_cls, by_name, exprs, features, gene_te
         y_true = np.concatenate([exprs[n].select(evaluated)[0] for n in plan.slides.test], axis=0)
         cols = [plan.panel.index(gn) for gn in evaluated]
         slide_names = np.asarray([s.name for s in test.slides])[test.slide_index()]
-        ev = evaluate(y_true, y_pred, slide_names, evaluated,
+        generic = np.concatenate([_generic(by_name[n], exprs[n], plan.panel)
+                                  for n in plan.slides.test], axis=0)
+        ev = evaluate(y_true, y_pred, slide_names, evaluated, generic=generic,
                       gene_mean_train=plan.train_mean[cols], gene_var_train=plan.train_var[cols])
         runtime = time.perf_counter() - fold_started
         tracker.log_params(child, {"fold.train": ",".join(plan.slides.train),
@@ -310,16 +320,27 @@ def _run_fold(cfg, plan: FoldPlan, method_cls, by_name, exprs, features, gene_te
             _explain(method, plan, test, exprs, by_name, ev.per_gene, cfg.explain_genes,
                      tracker, child)
         ok = True
+        maps = fold_maps(slide_names, np.concatenate([v.spatial for v in test.slides]), y_true,
+                         y_pred, evaluated, ev.per_gene["pcc"].to_numpy())
         return {"fold": plan.index, "slide_fold": plan.slides.index, "gene_split": plan.genes.index,
+                "maps": maps,
                 "metrics": ev.metrics, "counts": ev.counts, "runtime_s": runtime,
                 "tuning": tuning.as_dict() if tuning is not None else None,
                 "per_gene": {"gene": list(ev.per_gene["gene"]),
                              "pcc": [float(v) for v in ev.per_gene["pcc"]],
-                             "pcc_pooled": [float(v) for v in ev.per_gene["pcc_pooled"]]},
+                             "pcc_pooled": [float(v) for v in ev.per_gene["pcc_pooled"]],
+                             "pcc_specific": [float(v) for v in ev.per_gene["pcc_specific"]]},
                 "per_slide": {"slide": [str(v) for v in ev.per_slide["slide"]],
-                              "pcc": [float(v) for v in ev.per_slide["pcc"]]}}
+                              "pcc": [float(v) for v in ev.per_slide["pcc"]],
+                              "pcc_specific": [float(v) for v in ev.per_slide["pcc_specific"]]}}
     finally:
         tracker.finish(child, ok)
+
+
+def _generic(slide: Slide, expr: Expression, panel: list[str]) -> np.ndarray:
+    """The test slide's generic pattern for ``pcc_specific_mean`` (evaluator side only)."""
+    totals = np.asarray(slide.adata.X.sum(axis=1)).ravel()
+    return generic_pattern(expr.select(panel)[0], totals)
 
 
 def _explain(method, plan, test: Bundle, exprs, by_name, per_gene, n_genes: int, tracker,
@@ -374,7 +395,14 @@ def _tune_fold(cfg, plan, method_cls, method_config, train, val, make_ctx, track
                 sampler=cfg.tuning.sampler, pruner=cfg.tuning.pruner, on_trial=on_trial)
 
 
-def _assemble(cfg, meta, dataset, plans: list[FoldPlan], fold_results, resolved, runtime, cache) -> dict:
+def _assemble(cfg, meta, plans: list[FoldPlan], fold_results, resolved, runtime, cache, *,
+              dataset: tuple[Dataset, list[Slide]], needs: frozenset[str],
+              representation: dict | None = None) -> RunResult:
+    """The typed, portable result of a finished run (local paths left out)."""
+    data, slides = dataset
+    config, inputs = portable_config(resolved)
+    fold_results = [dict(f) for f in fold_results]
+    keep_extremes(fold_results)  # at most two per-spot maps per result
     names = list(fold_results[0]["metrics"])
     metrics = {m: float(np.mean([f["metrics"][m] for f in fold_results])) for m in names}
     seen_all = set.intersection(*[set(p.genes.seen) for p in plans])
@@ -388,39 +416,38 @@ def _assemble(cfg, meta, dataset, plans: list[FoldPlan], fold_results, resolved,
         torch_version = torch.__version__
     except ImportError:  # pragma: no cover
         torch_version = None
-    return {
-        "schema": SCHEMA_VERSION,
-        "stbench_version": stbench.__version__,
-        "git_sha": git_sha(),
-        "method": meta.name,
-        "method_kind": meta.kind,
-        "method_version": meta.version,
-        "trained_on": "seen genes" if meta.trained_on == "seen" else "all panel genes",
-        "dataset": dataset.card.name,
-        "dataset_version": dataset.card.version,
-        "split": {"name": cfg.split.name,
-                  "folds": [{**p.slides.as_dict(), "fold": p.index, "slide_fold": p.slides.index,
-                             "gene_split": p.genes.index, "genes": {
-                                 "panel": len(p.panel), "seen": list(p.genes.seen),
-                                 "unseen": list(p.genes.unseen), "val": list(p.genes.val)},
-                             "absent_panel_genes": p.absent_genes} for p in plans]},
-        "genes": {"panel": plans[0].panel_kind, "gene_split": cfg.genes.split,
-                  "n_panel": len(first_panel), "seen": ordered(seen_all),
-                  "unseen": ordered(unseen_any),
-                  "evaluated_on": "unseen genes" if unseen_any else "all panel genes"},
-        "seed": int(cfg.seed),
-        "config": resolved,
-        "preprocess": {"normalize_total": cfg.preprocess.target_sum, "log1p": cfg.preprocess.log1p,
-                       "min_spot_counts": cfg.preprocess.min_spot_counts},
-        "folds": [{**{k: f[k] for k in ("fold", "metrics", "counts", "runtime_s", "tuning",
-                                        "per_gene", "per_slide")},
-                   "resumed": bool(f.get("resumed", False))} for f in fold_results],
-        "best_params": [f["tuning"]["best_params"] if f.get("tuning") else None
-                        for f in fold_results],
-        "metrics": metrics,
-        "metric_levels": {m: METRIC_LEVELS.get(m, "") for m in names},
-        "runtime_s": runtime,
-        "environment": {"python": platform.python_version(), "torch": torch_version,
-                        "machine": platform.machine()},
-        "feature_cache": {"hits": cache.hits, "misses": cache.misses},
-    }
+    return RunResult(
+        method=meta.name, method_kind=meta.kind, method_version=meta.version,
+        trained_on="seen genes" if meta.trained_on == "seen" else "all panel genes",
+        dataset=data.card.name, dataset_version=data.card.version,
+        dataset_digest=dataset_digest(slides),
+        split={"name": cfg.split.name, "folds": [_split_fold(p) for p in plans]},
+        genes={"panel": plans[0].panel_kind, "gene_split": cfg.genes.split,
+               "n_panel": len(first_panel), "seen": ordered(seen_all),
+               "unseen": ordered(unseen_any),
+               "evaluated_on": "unseen genes" if unseen_any else "all panel genes"},
+        seed=int(cfg.seed), config=config, inputs=inputs,
+        preprocess={"normalize_total": cfg.preprocess.target_sum, "log1p": cfg.preprocess.log1p,
+                    "min_spot_counts": cfg.preprocess.min_spot_counts},
+        features=sorted(needs),
+        folds=[{**{k: f[k] for k in ("fold", "metrics", "counts", "runtime_s", "tuning",
+                                     "per_gene", "per_slide")},
+                "resumed": bool(f.get("resumed", False)), "maps": f.get("maps")}
+               for f in fold_results],
+        best_params=[f["tuning"]["best_params"] if f.get("tuning") else None for f in fold_results],
+        metrics=metrics, metric_levels={m: METRIC_LEVELS.get(m, "") for m in names},
+        runtime_s=runtime, stbench_version=stbench.__version__, git_sha=git_sha(),
+        environment={"python": platform.python_version(), "torch": torch_version,
+                     "machine": platform.machine()},
+        feature_cache={"hits": cache.hits, "misses": cache.misses},
+        representation=representation,
+    )
+
+
+def _split_fold(p: FoldPlan) -> dict:
+    """One fold of the result's ``split`` record."""
+    return {**p.slides.as_dict(), "fold": p.index, "slide_fold": p.slides.index,
+            "gene_split": p.genes.index,
+            "genes": {"panel": len(p.panel), "seen": list(p.genes.seen),
+                      "unseen": list(p.genes.unseen), "val": list(p.genes.val)},
+            "absent_panel_genes": p.absent_genes}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from stbench.errors import ConfigError
+from stbench.run.config import with_default_split
 
 LAUNCHERS = ("basic", "joblib", "submitit_slurm", "submitit_local")
 
@@ -22,21 +23,24 @@ def sweep_command(methods: list[str], dataset: str, seeds: list[int], overrides:
         raise ConfigError("no methods given", fix="pass --methods a,b,c")
     for m in methods:
         METHODS.get(m)
-    card = DATASETS.get(dataset).card
+    DATASETS.get(dataset)
     if launcher not in LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher!r}", fix=f"use one of {', '.join(LAUNCHERS)}")
     args = [sys.executable, "-m", "stbench.run.sweep_app"]
     args += ["--cfg", "hydra"] if show_config else ["-m"]
     args += [f"method={','.join(methods)}", f"dataset={dataset}",
              f"seed={','.join(str(s) for s in seeds)}"]
-    if not any(o.split("=", 1)[0] == "split" for o in overrides):
-        args.append(f"split={card.default_split}")
+    args += with_default_split(dataset, overrides)[:1] if not _chooses_split(overrides) else []
     args += [f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}/${{now:%Y-%m-%d_%H-%M-%S}}",
              "hydra.job.chdir=false"]
     if launcher == "joblib":
         args.append(f"hydra.launcher.n_jobs={jobs}")
     args += list(overrides)
     return args
+
+
+def _chooses_split(overrides: list[str]) -> bool:
+    return any(o.split("=", 1)[0].lstrip("+~") == "split" for o in overrides)
 
 
 def run_sweep(args: list[str], summary: Path | None = None) -> int:

@@ -25,12 +25,13 @@ register_configs()
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def job(cfg: DictConfig) -> float | None:
     """One (method, dataset, seed, ...) run; returns pcc_mean for Hydra's sweep summary."""
-    from stbench.run.config import check_schema
+    from stbench.run.config import check_ranges, check_schema
     from stbench.errors import UserError
     from stbench.run.runner import run
 
     try:
         check_schema(cfg)
+        check_ranges(cfg)
         result = run(cfg, progress=False)
     except UserError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)

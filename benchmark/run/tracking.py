@@ -3,6 +3,14 @@
 The default store is embedded: SQLite at ``<tracking.dir>/mlflow.db`` with artifacts in
 ``<tracking.dir>/artifacts`` (MLflow 3.17+ refuses the old ``./mlruns`` file store).
 ``tracking.uri=http://host:port`` (or any MLflow URI) points at a shared server instead.
+
+The experiment is set up as a leaderboard: its kind tag (``mlflow.experimentKind``) says
+"custom model development", so the MLflow UI opens it on the runs table rather than the GenAI
+overview; a saved view (experiment tag ``mlflow.sharedViewState.<VIEW_KEY>``) sorts the runs
+by ``pcc_mean``, descending, with the key metrics and tags as columns
+(:func:`leaderboard_url`); parent runs carry the row's tags, the metrics and the dataset as an
+MLflow dataset input (:meth:`Tracker.record_result`); ``stbench leaderboard`` writes the board
+into the experiment's description (:func:`set_description`).
 """
 
 from __future__ import annotations
@@ -18,6 +26,23 @@ from typing import Any
 from stbench.errors import ConfigError
 
 _PARAM_LIMIT = 6000
+
+#: Experiment tag read by the MLflow 3 UI to choose the experiment's landing page.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+#: A model-training experiment (the UI's "custom model development"): lands on the runs table.
+EXPERIMENT_KIND = "custom_model_development"
+#: The experiment description shown by the UI (markdown).
+NOTE_TAG = "mlflow.note.content"
+#: Key of the saved runs-table view (``?viewStateShareKey=...``).
+VIEW_KEY = "stbench-leaderboard"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+#: Metrics shown as columns of the saved view (those a run lacks stay empty).
+KEY_METRICS = ("pcc_mean", "pcc_specific_mean", "pcc_pooled_mean", "pcc_median",
+               "spearman_mean", "mse", "runtime_s")
+KEY_TAGS = ("stbench.method", "stbench.label", "stbench.kind", "stbench.split",
+            "stbench.gene_split", "stbench.seed", "stbench.config_hash")
+#: The experiment description holds at most this many characters (MLflow allows 20000).
+NOTE_LIMIT = 19000
 
 
 def store_uri(directory: str | Path) -> str:
@@ -86,6 +111,7 @@ class Tracker:
                 location = None if uri else (self.local_dir / "artifacts").as_uri()
                 self.experiment_id = self.client.create_experiment(experiment,
                                                                    artifact_location=location)
+            set_up_leaderboard(self.client, self.experiment_id)
 
     def start(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
         """Start a run (nested under ``parent`` when given) and return its id.
@@ -152,6 +178,131 @@ class Tracker:
 
     def finish(self, run_id: str, ok: bool) -> None:
         self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+    def record_result(self, run_id: str, result: dict) -> None:
+        """What a finished parent run shows in the leaderboard view: the row's tags
+        (:func:`result_tags`), the run's metrics and runtime, and the dataset input."""
+        from mlflow.entities import RunTag
+
+        metrics = {k: v for k, v in (result.get("metrics") or {}).items()
+                   if isinstance(v, (int, float)) and v is not None}
+        metrics["runtime_s"] = float(result.get("runtime_s") or 0.0)
+        self.log_metrics(run_id, metrics)
+        tags = [RunTag(k, v) for k, v in result_tags(result).items()]
+        self.client.log_batch(run_id, tags=tags)
+        self.client.log_inputs(run_id, datasets=[dataset_input(result)])
+
+
+def set_up_leaderboard(client: Any, experiment_id: str) -> None:
+    """Mark an experiment as a model-training leaderboard (kind tag, unless someone chose
+    another kind) and (re)write its saved runs-table view."""
+    exp = client.get_experiment(experiment_id)
+    if not exp.tags.get(EXPERIMENT_KIND_TAG):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    view = view_state()
+    if exp.tags.get(VIEW_TAG_PREFIX + VIEW_KEY) != view:
+        client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + VIEW_KEY, view)
+
+
+def view_state() -> str:
+    """The saved runs-table view: sorted by ``pcc_mean`` descending, key columns shown."""
+    columns = (["attributes.`Dataset`"] + [f"metrics.`{m}`" for m in KEY_METRICS]
+               + [f"tags.`{t}`" for t in KEY_TAGS])
+    return json.dumps({"searchFilter": "", "orderByKey": "metrics.`pcc_mean`",
+                       "orderByAsc": False, "startTime": "ALL", "lifecycleFilter": "Active",
+                       "datasetsFilter": [], "modelVersionFilter": "All Runs",
+                       "selectedColumns": columns, "runListHidden": False,
+                       "viewMaximized": False})
+
+
+def leaderboard_url(ui_base: str, experiment_id: str) -> str:
+    """The UI address of the experiment's runs, in the saved leaderboard view."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+
+
+def run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
+    """The UI address of one run."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def result_tags(result: dict) -> dict[str, str]:
+    """The tags of a finished parent run: method, kind, split, gene split, seed, config hash
+    (the board's row identity, :func:`stbench.report.runs.config_hash`) and dataset digest."""
+    from stbench.report.runs import config_hash
+
+    genes = result.get("genes") or {}
+    tags = {"stbench.method": str(result.get("method")),
+            "stbench.kind": str(result.get("method_kind")),
+            "stbench.dataset": str(result.get("dataset")),
+            "stbench.split": str((result.get("split") or {}).get("name")),
+            "stbench.gene_split": str(genes.get("gene_split")),
+            "stbench.seed": str(result.get("seed")),
+            "stbench.config_hash": config_hash(result),
+            "stbench.evaluated_on": str(genes.get("evaluated_on"))}
+    if result.get("identity"):
+        tags["stbench.identity"] = str(result["identity"])
+    if result.get("dataset_digest"):
+        tags["stbench.dataset_digest"] = str(result["dataset_digest"])
+    return tags
+
+
+def dataset_input(result: dict) -> Any:
+    """The dataset of a result as an MLflow dataset input (name, digest, source), so the
+    runs table's Dataset column names it."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    name = str(result.get("dataset"))
+    version = str(result.get("dataset_version") or "")
+    digest = str(result.get("dataset_digest") or "")
+    source = {"stbench_dataset": name, "version": version, "sha256": digest or None}
+    profile = {"sections": sorted({s for f in (result.get("split") or {}).get("folds") or []
+                                   for k in ("train", "val", "test") for s in f.get(k, [])}),
+               "panel_genes": (result.get("genes") or {}).get("n_panel")}
+    ds = Dataset(name=name, digest=(digest or version or "unknown")[:36],
+                 source_type="stbench", source=json.dumps(source), schema=None,
+                 profile=json.dumps(profile))
+    return DatasetInput(ds, tags=[InputTag("mlflow.data.context", "benchmark")])
+
+
+def client_for(uri: str) -> Any:
+    """An MLflow client of ``uri`` with MLflow's own logging quietened."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for noisy in ("mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
+def finished_parent_runs(client: Any, dataset: str | None = None,
+                         experiment_ids: list[str] | None = None) -> list[Any]:
+    """FINISHED stbench parent runs (those tagged with an identity), newest first."""
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        return []
+    flt = "attributes.status = 'FINISHED' and tags.`stbench.identity` LIKE '%'"
+    if dataset:
+        flt += f" and tags.`stbench.dataset` = '{dataset}'"
+    out, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=flt, max_results=1000,
+                                  order_by=["attributes.start_time DESC"], page_token=token)
+        out.extend(r for r in page if "mlflow.parentRunId" not in r.data.tags)
+        token = page.token
+        if not token:
+            return out
+
+
+def set_description(client: Any, experiment_id: str, markdown: str) -> None:
+    """Write ``markdown`` (cut to :data:`NOTE_LIMIT` characters) as the experiment's
+    description."""
+    if len(markdown) > NOTE_LIMIT:
+        markdown = markdown[: NOTE_LIMIT - 60].rsplit("\n", 1)[0] + (
+            "\n\n(cut to fit MLflow's description limit: see the full board)\n")
+    client.set_experiment_tag(experiment_id, NOTE_TAG, markdown)
 
 
 def _owner_tags() -> dict[str, str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,13 @@ import numpy as np
 import torch
 
 from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta, SlideView
-from stbench.methods._torch_utils import (EarlyStopping, FeatureScaler, mean_gene_pcc,
-                                         resolve_device, seed_all, torch_threads)
+from stbench.methods._torch_utils import (FeatureScaler, mean_gene_pcc, resolve_device,
+                                         seed_all, torch_threads)
+from stbench.methods._training import LoopSpec, run_epochs
 from stbench.ranges import bounded
 
 from .model import (EDGE_BOTH, EDGE_GRID, EDGE_KNN, EDGE_SELF, AlignSTModel, GeneBatch,
-                    ModelConfig, SpotBatch, alignment_loss, pcc_per_gene)
+                    GeneTokens, ModelConfig, SpotBatch, alignment_loss, pcc_per_gene)
 
 TEST_CONTEXTS = ("unseen", "seen+unseen")
 
@@ -90,7 +92,7 @@ class AlignST(Method):
             "Transcriptomics Prediction (ALIGN-ST), MICCAI 2025; stbench re-implementation "
             "from the paper's description"
         ),
-        version="1",
+        version="2",
         trained_on="seen",
     )
 
@@ -108,14 +110,15 @@ class AlignST(Method):
             n_visual_context: Attention-pooled visual context tokens per round.
             text_layers: Transformer layers of the gene encoder.
             interaction_layers: Gene-interaction layers (used if ``gene_interaction``).
-            genes_per_step: Genes sampled per training step (chunks of a per-slide gene
-                permutation, so an epoch sees every (slide, gene) once).
+            genes_per_step: Genes per training step (chunks of a random gene permutation;
+                a step takes its chunk on every training slide, so an epoch sees every
+                (slide, gene) once).
             lr / weight_decay / warmup_frac / grad_clip: AdamW, linear warm-up then cosine
                 decay (per step), gradient-norm clipping.
             max_epochs / patience / min_epochs: Early stopping on the validation mean PCC of
                 the validation genes, never before ``min_epochs`` (``max_epochs`` fixed epochs
                 when there is no validation data); the best epoch's weights are restored.
-            min_steps_per_epoch: Small data sets repeat the (slide, gene-chunk) pass within an
+            min_steps_per_epoch: Small gene sets repeat the gene-chunk pass within an
                 epoch until an epoch has at least this many optimiser steps.
             lambda_pcc: Weight of ``1 - mean per-gene PCC`` (over the spots of the slide).
             lambda_align: Weight of the InfoNCE spot/gene alignment (0 = off).
@@ -346,10 +349,30 @@ class AlignST(Method):
         self._dev = self._device(ctx.device)
         self._warned: set[str] = set()
         self._train_genes = list(train.genes)
+        model = self._build(train, val, ctx)
+        slides = [self._spot_batch(v, v.expression) for v in train.slides]
+        use_val = (val is not None and bool(val.slides) and bool(val.genes)
+                   and all(v.expression is not None for v in val.slides))
+        validate = None
+        if use_val:
+            val_batches = [self._spot_batch(v) for v in val.slides]
+            val_y = [np.asarray(v.expression, np.float64) for v in val.slides]
+            validate = lambda: self._val_score(val_batches, val_y, list(val.genes))  # noqa: E731
+        run_epoch, self._steps_per_epoch = self._epoch_runner(model, slides, rng)
+        spec = LoopSpec("alignst", cfg.max_epochs, cfg.patience, min_epochs=cfg.min_epochs,
+                        min_delta=1e-6)
+        out = run_epochs(model, run_epoch, validate, spec, ctx)
+        self.history = out.history
+        if use_val:
+            self.best_epoch_, self.best_val_pcc_ = out.best_epoch, out.best_score
+        else:
+            self.best_epoch_, self.best_val_pcc_ = len(self.history) - 1, float("nan")
 
+    def _build(self, train: Bundle, val: Bundle | None, ctx: FitContext) -> AlignSTModel:
+        """Feature scalers, nuclei statistics, gene text and the model (on ``self._dev``)."""
+        cfg = self.config
         x = train.stack("image").astype(np.float64)
         self._img_scaler = FeatureScaler(cfg.scaling).fit(x)
-
         self._use_nuclei = bool(cfg.nuclei) and all(self._has_nuclei(v) for v in train.slides)
         n_nuc = 0
         if self._use_nuclei:
@@ -362,7 +385,6 @@ class AlignST(Method):
                 self._nuc_sd = (np.nanstd(real, 0) + 1e-6).astype(np.float32)
         self._use_graph = (bool(cfg.graph) and cfg.graph_layers > 0
                            and all(self._has_graph(v) for v in train.slides))
-
         self._init_text(ctx.gene_text, self._train_genes + list(val.genes if val else []))
         d_text = int(next(iter(self._tokens.values())).shape[1])
         self.model_config = ModelConfig(
@@ -373,19 +395,24 @@ class AlignST(Method):
             text_layers=cfg.text_layers,
             interaction_layers=cfg.interaction_layers if cfg.gene_interaction else 0,
             similarity_bias=cfg.similarity_bias, dropout=cfg.dropout)
-        model = AlignSTModel(self.model_config).to(self._dev)
-        self.model = model
+        self.model = AlignSTModel(self.model_config).to(self._dev)
+        return self.model
 
-        slides = [self._spot_batch(v, v.expression) for v in train.slides]
-        use_val = (val is not None and bool(val.slides) and bool(val.genes)
-                   and all(v.expression is not None for v in val.slides))
-        val_batches = [self._spot_batch(v) for v in val.slides] if use_val else []
-        val_y = [np.asarray(v.expression, np.float64) for v in val.slides] if use_val else []
+    def _epoch_runner(self, model: AlignSTModel, slides: list[SpotBatch],
+                      rng: np.random.Generator) -> tuple[Callable[[int], float], int]:
+        """``(run_epoch, steps per epoch)``.
 
+        A step takes one chunk of ``genes_per_step`` training genes (chunks of a random gene
+        permutation) on EVERY training slide: the chunk's token work runs once, each slide's
+        loss is computed on its own spots, the step's loss is their mean. An epoch visits every
+        (slide, gene) pair once (``passes`` times, so that it has ``min_steps_per_epoch``
+        steps). AdamW with linear warm-up then cosine decay per step, gradient clipping.
+        """
+        cfg = self.config
         n_genes = len(self._train_genes)
-        chunks_per_slide = math.ceil(n_genes / cfg.genes_per_step)
-        passes = max(1, math.ceil(cfg.min_steps_per_epoch / (chunks_per_slide * len(slides))))
-        steps_per_epoch = passes * chunks_per_slide * len(slides)
+        n_chunks = math.ceil(n_genes / cfg.genes_per_step)
+        passes = max(1, math.ceil(cfg.min_steps_per_epoch / n_chunks))
+        steps_per_epoch = passes * n_chunks
         total = steps_per_epoch * cfg.max_epochs
         warmup = max(1, int(round(cfg.warmup_frac * total)))
 
@@ -397,16 +424,12 @@ class AlignST(Method):
 
         opt = _adamw(model, cfg.lr, cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        advance = ctx.progress("alignst epochs", cfg.max_epochs)
-        stopper = EarlyStopping(cfg.patience, min_delta=1e-6)
-        self.history = []
-        for epoch in range(cfg.max_epochs):
-            model.train()
+
+        def run_epoch(epoch: int) -> float:
             losses = []
-            for si in np.concatenate([rng.permutation(len(slides)) for _ in range(passes)]):
-                s = slides[si]
-                for chunk in np.array_split(rng.permutation(n_genes), chunks_per_slide):
-                    loss = self._loss(s, sorted(chunk.tolist()), rng)
+            for _ in range(passes):
+                for chunk in np.array_split(rng.permutation(n_genes), n_chunks):
+                    loss = self._step_loss(slides, sorted(chunk.tolist()), rng)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip > 0:
@@ -414,31 +437,23 @@ class AlignST(Method):
                     opt.step()
                     sched.step()
                     losses.append(float(loss.detach()))
-            record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-            ctx.log_metric("train_loss", record["train_loss"], epoch)
-            stop = False
-            if use_val:
-                score = self._val_score(val_batches, val_y, list(val.genes))
-                record["val_pcc"] = score
-                ctx.log_metric("val_pcc", score, epoch)
-                ctx.report(score, epoch)  # lets a tuning pruner stop a bad trial
-                stop = stopper.step(score, model) and epoch + 1 >= cfg.min_epochs
-            self.history.append(record)
-            advance()
-            if stop:
-                break
-        stopper.restore(model)
-        if use_val:
-            self.best_epoch_, self.best_val_pcc_ = stopper.best_step, stopper.best_score
-        else:
-            self.best_epoch_, self.best_val_pcc_ = len(self.history) - 1, float("nan")
-        model.eval()
+            return float(np.mean(losses))
 
-    def _loss(self, s: SpotBatch, cols: list[int], rng: np.random.Generator) -> torch.Tensor:
+        return run_epoch, steps_per_epoch
+
+    def _step_loss(self, slides: list[SpotBatch], cols: list[int],
+                   rng: np.random.Generator) -> torch.Tensor:
+        """Mean over the training slides of :meth:`_loss` on the gene columns ``cols``."""
+        gb = self._gene_batch([self._train_genes[c] for c in cols])
+        tokens = self.model.prepare_genes(gb)
+        losses = [self._loss(s, gb, tokens, cols, rng) for s in slides]
+        return torch.stack(losses).mean()
+
+    def _loss(self, s: SpotBatch, gb: GeneBatch, tokens: GeneTokens, cols: list[int],
+              rng: np.random.Generator) -> torch.Tensor:
         cfg = self.config
-        genes = [self._train_genes[c] for c in cols]
         y = s.y[:, cols]
-        pred, aux = self.model(s, self._gene_batch(genes))
+        pred, aux = self.model(s, gb, tokens)
         loss = torch.mean((pred - y) ** 2)
         if cfg.lambda_pcc > 0:
             loss = loss + cfg.lambda_pcc * (1.0 - pcc_per_gene(pred, y).mean())
@@ -463,9 +478,10 @@ class AlignST(Method):
     def _val_score(self, batches: list[SpotBatch], ys: list[np.ndarray], genes: list[str]) -> float:
         self.model.eval()
         gb = self._gene_batch(self._context(genes))
+        tokens = self.model.prepare_genes(gb)
         scores = []
         for s, y in zip(batches, ys):
-            pred, _ = self.model(s, gb)
+            pred, _ = self.model(s, gb, tokens)
             scores.append(mean_gene_pcc(y, pred[:, : len(genes)].double().cpu().numpy()))
         return float(np.mean(scores))
 
@@ -485,10 +501,11 @@ class AlignST(Method):
         self.model.eval()
         unique = list(dict.fromkeys(genes))
         gb = self._gene_batch(self._context(unique))
+        tokens = self.model.prepare_genes(gb)
         cols = [unique.index(g) for g in genes]
         out = []
         for view in bundle.slides:
-            pred, _ = self.model(self._spot_batch(view), gb)
+            pred, _ = self.model(self._spot_batch(view), gb, tokens)
             out.append(pred[:, cols].float().cpu().numpy())
         if not out:
             return np.zeros((0, len(genes)), dtype=np.float32)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stbench.methods._torch_utils import pearson_per_column
+
 # Edge types of the spot graph (one embedding each).
 EDGE_SELF, EDGE_GRID, EDGE_KNN, EDGE_BOTH = 0, 1, 2, 3
 N_EDGE_TYPES = 4
@@ -85,9 +87,14 @@ class MultiHeadAttention(nn.Module):
     def forward(self, xq: Tensor, xkv: Tensor, key_mask: Tensor | None = None,
                 bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
         k, v = self.kv(xkv).chunk(2, -1)
-        out, w = masked_attention(self._split(self.q(xq)), self._split(k), self._split(v),
+        return self.attend(self.q(xq), k, v, key_mask, bias)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None,
+               bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Attention from already projected ``q`` (..., Nq, d), ``k``, ``v`` (..., Nk, d)."""
+        out, w = masked_attention(self._split(q), self._split(k), self._split(v),
                                   key_mask, bias, self.dropout, self.training)
-        out = out.transpose(-2, -3).reshape(*xq.shape)
+        out = out.transpose(-2, -3).reshape(*q.shape)
         return self.o(out), w
 
 
@@ -112,9 +119,18 @@ class AttentionBlock(nn.Module):
     def forward(self, x: Tensor, kv: Tensor | None = None, key_mask: Tensor | None = None,
                 bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
         a, w = self.attn(x, x if kv is None else kv, key_mask, bias)
+        return self._finish(x, a), w
+
+    def forward_projected(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor,
+                          key_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The block with its attention's projections given: ``q = attn.q(x)``, ``k`` /
+        ``v`` the halves of ``attn.kv(kv)`` (lets a caller reuse projections of fixed keys)."""
+        a, w = self.attn.attend(q, k, v, key_mask)
+        return self._finish(x, a), w
+
+    def _finish(self, x: Tensor, a: Tensor) -> Tensor:
         x = self.norm1(x + self.drop(a))
-        x = self.norm2(x + self.drop(self.ffn(x)))
-        return x, w
+        return self.norm2(x + self.drop(self.ffn(x)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,6 +237,29 @@ class GraphAttentionLayer(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass
+class GeneTokens:
+    """A gene set's description tokens, projected once and shared by slides and rounds.
+
+    ``k`` / ``v`` (and ``q`` when the encoder has more than one block) are the first block's
+    projections of the token positions: they do not depend on the prompts, so every prompt
+    round and every slide of a step reuses them. Padding positions hold zeros (masked).
+    """
+
+    tok: Tensor  # (G, T, d) projected tokens
+    mask: Tensor  # (G, T) bool, True = real token
+    k: Tensor  # (G, T, d)
+    v: Tensor  # (G, T, d)
+    q: Tensor | None = None  # (G, T, d), only with more than one block
+
+
+def _scatter_rows(values: Tensor, mask: Tensor) -> Tensor:
+    """Rows of ``values`` (n_real, c) placed at the True positions of ``mask`` (G, T), zeros
+    elsewhere: (G, T, c)."""
+    out = values.new_zeros(*mask.shape, values.shape[-1])
+    return out.index_put((mask,), values)
+
+
 class GeneEncoder(nn.Module):
     """Gene semantics (stage 3): frozen description tokens + learnable text prompts.
 
@@ -230,36 +269,55 @@ class GeneEncoder(nn.Module):
     embedding is the output at the first prompt position (the last block therefore computes
     that position only: the same result at a fraction of the cost). The prompts are either the
     module's own learnable ``prompts`` or refined ones handed in by :class:`PromptRound`.
-    Genes are independent of each other here (processed in chunks of ``chunk`` genes).
+
+    Cost: :meth:`prepare` projects the REAL tokens only (padding skipped) and computes the
+    first block's token keys/values once; :meth:`forward` then only adds the prompts, so a
+    step's prompt rounds and slides share the token work (same values as projecting per call).
     """
 
     def __init__(self, d_text: int, d: int, heads: int, layers: int, n_prompts: int,
-                 dropout: float, chunk: int = 256) -> None:
+                 dropout: float) -> None:
         super().__init__()
         if n_prompts < 1:
             raise ValueError("n_text_prompts must be >= 1 (the gene embedding is read there)")
+        if layers < 1:
+            raise ValueError("text_layers must be >= 1")
         self.project = nn.Sequential(nn.Linear(d_text, d), nn.LayerNorm(d))
         self.prompts = nn.Parameter(torch.randn(n_prompts, d) * 0.02)
         self.blocks = nn.ModuleList(AttentionBlock(d, heads, dropout) for _ in range(layers))
-        self.chunk = chunk
 
-    def forward(self, tokens: Tensor, token_mask: Tensor, prompts: Tensor | None = None) -> Tensor:
-        """``tokens`` already projected (G, T, d); returns gene embeddings (G, d)."""
+    def prepare(self, tokens: Tensor, token_mask: Tensor) -> GeneTokens:
+        """Raw token states (G, T, d_text) + mask (G, T) -> :class:`GeneTokens`."""
+        flat = self.project(tokens[token_mask])  # (n_real, d)
+        attn = self.blocks[0].attn
+        k, v = attn.kv(flat).chunk(2, -1)
+        q = _scatter_rows(attn.q(flat), token_mask) if len(self.blocks) > 1 else None
+        return GeneTokens(_scatter_rows(flat, token_mask), token_mask,
+                          _scatter_rows(k, token_mask), _scatter_rows(v, token_mask), q)
+
+    def forward(self, genes: GeneTokens, prompts: Tensor | None = None) -> Tensor:
+        """Gene embeddings (G, d) from prepared tokens and the (P, d) text prompts."""
         prompts = self.prompts if prompts is None else prompts
-        out = []
-        for start in range(0, tokens.shape[0], self.chunk):
-            tok, msk = tokens[start:start + self.chunk], token_mask[start:start + self.chunk]
-            g = tok.shape[0]
-            x = torch.cat([prompts.expand(g, -1, -1), tok], 1)
-            mask = torch.cat([torch.ones(g, prompts.shape[0], dtype=torch.bool,
-                                         device=msk.device), msk], 1)
-            for i, block in enumerate(self.blocks):
-                if i == len(self.blocks) - 1:  # only position 0 is read: query it alone
-                    x, _ = block(x[:, :1], kv=x, key_mask=mask)
-                else:
-                    x, _ = block(x, key_mask=mask)
-            out.append(x[:, 0])
-        return torch.cat(out, 0)
+        g, n_p = genes.tok.shape[0], prompts.shape[0]
+        first = self.blocks[0]
+        kp, vp = first.attn.kv(prompts).chunk(2, -1)
+        k = torch.cat([kp.expand(g, -1, -1), genes.k], 1)
+        v = torch.cat([vp.expand(g, -1, -1), genes.v], 1)
+        mask = torch.cat([torch.ones(g, n_p, dtype=torch.bool, device=genes.mask.device),
+                          genes.mask], 1)
+        if len(self.blocks) == 1:  # only position 0 is read: query it alone
+            q0 = first.attn.q(prompts[:1]).expand(g, 1, -1)
+            x, _ = first.forward_projected(prompts[:1].expand(g, 1, -1), q0, k, v, mask)
+            return x[:, 0]
+        x = torch.cat([prompts.expand(g, -1, -1), genes.tok], 1)
+        q = torch.cat([first.attn.q(prompts).expand(g, -1, -1), genes.q], 1)
+        x, _ = first.forward_projected(x, q, k, v, mask)
+        for i, block in enumerate(self.blocks[1:], start=2):
+            if i == len(self.blocks):
+                x, _ = block(x[:, :1], kv=x, key_mask=mask)
+            else:
+                x, _ = block(x, key_mask=mask)
+        return x[:, 0]
 
 
 class AttentionPool(nn.Module):
@@ -296,12 +354,12 @@ class PromptRound(nn.Module):
         self.vision_from_text = AttentionBlock(d, heads, dropout)
         self.spots_from_prompts = AttentionBlock(d, heads, dropout)
 
-    def forward(self, z: Tensor, text_prompts: Tensor, visual_prompts: Tensor, tokens: Tensor,
-                token_mask: Tensor, gene_mask: Tensor, gene_encoder: GeneEncoder
+    def forward(self, z: Tensor, text_prompts: Tensor, visual_prompts: Tensor,
+                tokens: GeneTokens, gene_mask: Tensor, gene_encoder: GeneEncoder
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         context = self.pool(z)
         text_prompts, _ = self.text_from_vision(text_prompts, context)
-        e = gene_encoder(tokens, token_mask, text_prompts)
+        e = gene_encoder(tokens, text_prompts)
         visual_prompts, _ = self.vision_from_text(visual_prompts, e, gene_mask)
         z, _ = self.spots_from_prompts(z, visual_prompts)
         return z, text_prompts, visual_prompts, e
@@ -416,19 +474,24 @@ class AlignSTModel(nn.Module):
                 h, aux["graph_attn"] = layer(h, s.src, s.tgt, s.etype)
         return h, aux
 
-    def forward(self, s: SpotBatch, g: GeneBatch) -> tuple[Tensor, dict]:
+    def prepare_genes(self, g: GeneBatch) -> GeneTokens:
+        """The gene set's token work, shared by every slide of a step (see :class:`GeneTokens`)."""
+        return self.genes.prepare(g.tokens, g.token_mask)
+
+    def forward(self, s: SpotBatch, g: GeneBatch, tokens: GeneTokens | None = None
+                ) -> tuple[Tensor, dict]:
         """Returns ``(predictions (n, G), aux)``; aux holds ``z`` (n, d), ``w`` (G, d) in the
         aligned space and attention maps (``nuclei_attn`` (n, H, M), ``nuclei_gate`` (n, d),
-        ``graph_attn`` (E, H), ``interaction_attn`` (H, G, G)) where the stage ran."""
+        ``graph_attn`` (E, H), ``interaction_attn`` (H, G, G)) where the stage ran.
+        ``tokens``: :meth:`prepare_genes` of ``g`` when the caller shares it across slides."""
         z, aux = self.encode_spots(s)
-        tokens = self.genes.project(g.tokens)
+        tokens = self.prepare_genes(g) if tokens is None else tokens
         if self.visual_prompts is None:
-            e = self.genes(tokens, g.token_mask)
+            e = self.genes(tokens)
         else:
             text_p, vis_p = self.genes.prompts, self.visual_prompts
             for rnd in self.rounds:
-                z, text_p, vis_p, e = rnd(z, text_p, vis_p, tokens, g.token_mask, g.gene_mask,
-                                          self.genes)
+                z, text_p, vis_p, e = rnd(z, text_p, vis_p, tokens, g.gene_mask, self.genes)
         if self.interaction is not None:
             pooled = F.normalize(g.pooled, dim=-1)
             e, aux["interaction_attn"] = self.interaction(e, pooled @ pooled.T, g.gene_mask)
@@ -443,10 +506,9 @@ class AlignSTModel(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def pcc_per_gene(pred: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:
-    """Pearson r per column over rows (spots); a constant column gives ~0, never NaN."""
-    pc, yc = pred - pred.mean(0), y - y.mean(0)
-    return (pc * yc).sum(0) / torch.sqrt((pc * pc).sum(0) * (yc * yc).sum(0) + eps)
+#: Pearson r per column over rows (spots); a constant column gives 0, never NaN (the one
+#: torch PCC of the methods, :func:`stbench.methods._torch_utils.pearson_per_column`).
+pcc_per_gene = pearson_per_column
 
 
 def alignment_loss(z: Tensor, w: Tensor, y: Tensor, temperature: float = 0.1) -> Tensor:
