@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 import pytest
+
+from stbench.errors import ConfigError
 import torch
 
 from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta, SlideView
@@ -361,10 +363,22 @@ def test_shuffled_text_same_permutation_in_fit_and_predict(monkeypatch):
 
 def test_shuffled_text_rejects_bad_inner():
     train, val, _, _, _, ctx = _problem_bundles(0)
-    with pytest.raises(ValueError, match="supervised"):
+    with pytest.raises(ConfigError, match="supervised"):
         ShuffledText(ShuffledText.Config(inner="ridge")).fit(train, val, ctx)
-    with pytest.raises(ValueError, match="nope"):
+    with pytest.raises(ConfigError, match="nope"):
         ShuffledText(ShuffledText.Config(inner="bilinear", inner_config={"nope": 1})).fit(train, val, ctx)
+    with pytest.raises(ConfigError, match=r"method.inner_config.lam=-1"):
+        ShuffledText.needs_for(ShuffledText.Config(inner="bilinear", inner_config={"lam": -1}))
+
+
+def test_shuffled_text_consumes_exactly_its_inner_methods_features():
+    from stbench.plugins import METHODS
+
+    for inner in ("alignst", "sgn", "bilinear", "genequery", "textknn"):
+        cls = METHODS.get(inner)
+        wrapped = ShuffledText.needs_for(ShuffledText.Config(inner=inner))
+        assert wrapped == cls.needs_for(cls.Config()), inner
+    assert "nuclei" in ShuffledText.needs_for(ShuffledText.Config(inner="alignst"))
 
 
 def test_shuffled_text_composes_with_hydra():

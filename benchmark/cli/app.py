@@ -99,28 +99,54 @@ def cache_clear(directory: Optional[Path] = typer.Option(None, "--dir"),
 
 @app.command()
 def sweep(
-    methods: str = typer.Option(..., "--methods", help="Comma-separated method names."),
     dataset: str = typer.Option(..., "--dataset", "-d"),
-    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
+    methods: str = typer.Option("", "--methods", help="Comma-separated method names."),
+    seeds: str = typer.Option("", "--seeds", help="Comma-separated seeds (default 0)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Hydra overrides for every job."),
+    protocol: str = typer.Option("", "--protocol",
+                                 help="A named protocol instead of --methods (e.g. full)."),
+    rows: str = typer.Option("", "--rows", help="Only these row groups of the protocol."),
     launcher: str = typer.Option("joblib", help="basic | joblib | submitit_slurm | submitit_local"),
     jobs: int = typer.Option(2, "--jobs", "-j", help="Parallel local jobs (joblib)."),
     show_config: bool = typer.Option(False, "--show-config",
                                      help="Print the launcher config instead of running."),
 ) -> None:
-    """Run METHODS x SEEDS on DATASET (Hydra multirun); complete runs are skipped."""
+    """Run METHODS x SEEDS (or a named --protocol) on DATASET; complete runs are skipped."""
     from stbench.run.sweep import run_sweep, sweep_command
 
+    seed_list = _int_list(seeds, "--seeds")
+    extra = list(overrides or [])
+    if protocol:
+        from stbench.run.protocols import get_protocol, protocol_jobs
+
+        plan = protocol_jobs(get_protocol(protocol), dataset, extra,
+                             groups=_names(rows) or None, seeds=seed_list or None)
+    else:
+        if rows:
+            raise UserError("--rows needs --protocol", fix="add --protocol full or drop --rows")
+        plan = [(None, extra, seed_list or [0])]
+        if not _names(methods):
+            raise UserError("no methods given", fix="pass --methods a,b,c or --protocol full")
+    for group, group_overrides, group_seeds in plan:
+        names = list(group.methods) if group is not None else _names(methods)
+        args = sweep_command(names, dataset, group_seeds, group_overrides, launcher=launcher,
+                             jobs=jobs, show_config=show_config)
+        if group is not None:
+            out.print(f"protocol {protocol}: row group {group.name} ({', '.join(names)})")
+        code = run_sweep(args)
+        if code:
+            raise UserError(f"the sweep failed (exit code {code})", fix="see the job errors above")
+
+
+def _names(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def _int_list(text: str, option: str) -> list[int]:
     try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        return [int(s) for s in _names(text)]
     except ValueError as exc:
-        raise UserError(f"bad --seeds {seeds!r}", fix="write integers, e.g. --seeds 0,1,2") from exc
-    args = sweep_command([m.strip() for m in methods.split(",") if m.strip()], dataset, seed_list,
-                         list(overrides or []), launcher=launcher, jobs=jobs,
-                         show_config=show_config)
-    code = run_sweep(args)
-    if code:
-        raise UserError(f"the sweep failed (exit code {code})", fix="see the job errors above")
+        raise UserError(f"bad {option} {text!r}", fix="write integers, e.g. --seeds 0,1,2") from exc
 
 
 def _check_json_path(json_path: Optional[Path]) -> None:
@@ -227,20 +253,64 @@ def ui(
     directory: Path = typer.Option(Path("stbench-runs"), "--dir", help="The tracking folder."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
     port: int = typer.Option(5000, help="Port."),
+    experiment: Optional[str] = typer.Option(
+        None, "--experiment", help="Print only this experiment's leaderboard address."),
+    open_browser: bool = typer.Option(False, "--open",
+                                      help="Open the leaderboard in the web browser."),
 ) -> None:
-    """Start the MLflow UI on the local store (binds 127.0.0.1 unless told otherwise)."""
+    """Start the MLflow UI on the local store and print each experiment's leaderboard address
+    (runs sorted by pcc_mean, descending, key metrics as columns)."""
     from stbench.run.tracking import store_uri
 
     db = directory / "mlflow.db"
     if not db.exists():
         raise UserError("no MLflow store found", where=str(db),
                         fix="run `stbench run ...` first or pass --dir to the tracking folder")
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    urls = _leaderboard_urls(store_uri(directory), base, experiment)
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri(directory),
            "--host", host, "--port", str(port), "--workers", "1"]
-    out.print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
+    out.print(f"MLflow UI on {base} (Ctrl-C to stop)", markup=False, highlight=False)
+    for name, url in urls:
+        out.print(f"leaderboard {name}: {url}", markup=False, highlight=False)
     sys.stdout.flush()
+    if open_browser and urls:
+        _open_when_up(base, urls[0][1])
     os.execve(sys.executable, cmd, env)  # the UI replaces this process: signals reach it
+
+
+def _leaderboard_urls(uri: str, base: str, experiment: Optional[str]) -> list[tuple[str, str]]:
+    """``(experiment name, leaderboard address)`` of the store's stbench experiments, each
+    set up as a leaderboard first (kind tag and saved view, for stores written earlier)."""
+    from stbench.run.tracking import client_for, leaderboard_url, set_up_leaderboard
+
+    client = client_for(uri)
+    found = [e for e in client.search_experiments()
+             if e.name != "Default" and (experiment is None or e.name == experiment)]
+    if experiment is not None and not found:
+        raise UserError(f"no experiment {experiment!r} in the store", where=uri,
+                        fix="leave out --experiment to list them all")
+    urls = []
+    for e in sorted(found, key=lambda e: e.name):
+        set_up_leaderboard(client, e.experiment_id)
+        urls.append((e.name, leaderboard_url(base, e.experiment_id)))
+    return urls
+
+
+def _open_when_up(base: str, url: str) -> None:
+    """Open ``url`` in the browser from a detached helper once ``base`` answers."""
+    import subprocess
+
+    script = ("import time, urllib.request, webbrowser\n"
+              "for _ in range(120):\n"
+              "    try:\n"
+              f"        urllib.request.urlopen({base + '/health'!r}, timeout=2); break\n"
+              "    except OSError:\n"
+              "        time.sleep(1)\n"
+              f"webbrowser.open({url!r})\n")
+    subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _mount_subcommands() -> None:

@@ -16,7 +16,7 @@ from rich.console import Console
 app = typer.Typer(help="Leaderboards and paired comparisons of recorded results.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def leaderboard(

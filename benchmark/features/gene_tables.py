@@ -5,8 +5,8 @@ a researcher holds as a file):
 
 * ``.tsv`` / ``.csv`` (optionally ``.gz``): the symbol, then one column per dimension; an
   optional header line (recognised when its first cell is empty or a word such as ``symbol`` or
-  ``gene``, when none of its other cells is a number, or when they are the column numbers
-  ``0..d-1`` / ``1..d`` that ``DataFrame.to_csv`` writes);
+  ``gene``, when none of its other cells is a number, or when they are (at least 8) column
+  numbers ``0..d-1`` / ``1..d`` as ``DataFrame.to_csv`` writes them);
 * ``.npz``: arrays ``symbols`` (strings) and ``embeddings`` (genes x dims, numeric), read with
   ``allow_pickle=False``;
 * ``.parquet`` (needs ``pyarrow``): the first column holds the symbols, then either one
@@ -339,7 +339,7 @@ def is_header(cells: list[str]) -> bool:
     rest = [c.strip() for c in cells[1:]]
     if rest and not any(_is_number(c) for c in rest):
         return True
-    if rest and all(_INT.match(c) for c in rest):
+    if len(rest) >= 8 and all(_INT.match(c) for c in rest):  # column numbers, not a vector
         numbers = [int(c) for c in rest]
         return numbers == list(range(numbers[0], numbers[0] + len(numbers))) and numbers[0] in (0, 1)
     return False
@@ -364,7 +364,7 @@ def _read_text(path: Path, sep: str) -> tuple[np.ndarray, np.ndarray]:
     if first is None:
         raise _fail("the embedding table is empty (no gene rows)", path, "line 1")
     header = is_header(first)
-    parsed = _fast_text(path, sep, header)
+    parsed = _fast_text(path, sep, header, len(first))
     if parsed is None:
         return _scan_text(path, sep, header)
     symbols, matrix = parsed
@@ -376,9 +376,10 @@ def _read_text(path: Path, sep: str) -> tuple[np.ndarray, np.ndarray]:
     return symbols, matrix
 
 
-def _fast_text(path: Path, sep: str, header: bool) -> tuple[np.ndarray, np.ndarray] | None:
+def _fast_text(path: Path, sep: str, header: bool,
+               width: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(symbols, float32 matrix) by pyarrow's CSV reader (pandas' without pyarrow), or None
-    when the file does not parse as one symbol column and numeric columns."""
+    when the file does not parse as one symbol column and ``width - 1`` numeric columns."""
     try:
         import pyarrow as pa
         import pyarrow.csv as pacsv
@@ -389,7 +390,8 @@ def _fast_text(path: Path, sep: str, header: bool) -> tuple[np.ndarray, np.ndarr
             path, read_options=pacsv.ReadOptions(autogenerate_column_names=True,
                                                  skip_rows=1 if header else 0),
             parse_options=pacsv.ParseOptions(delimiter=sep),
-            convert_options=pacsv.ConvertOptions(column_types={"f0": pa.string()},
+            convert_options=pacsv.ConvertOptions(column_types={
+                "f0": pa.string(), **{f"f{j}": pa.float32() for j in range(1, width)}},
                                                  null_values=[""], strings_can_be_null=True))
     except (pa.ArrowException, OSError, UnicodeDecodeError):
         return None

@@ -32,7 +32,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 from stbench.errors import ConfigError, DataError
 
@@ -228,6 +228,106 @@ def _offline_error(url: str, reason: object) -> DataError:
             "download resumes from its .part file; or fetch the file by hand into the root")
 
 
+_HEADERS = {"User-Agent": "stbench-download/1", "Accept-Encoding": "identity"}
+
+
+class _Transfer(NamedTuple):
+    """What one pass of :func:`_fetch` moved into the ``.part`` file."""
+
+    digest: str  # SHA-256 of the whole .part file
+    start: int  # bytes kept from an earlier pass (0: started over)
+    received: int  # bytes received in this pass
+    remaining: Optional[int]  # bytes the server announced for this pass (None: unknown)
+    total: Optional[int]  # start + remaining (None: unknown)
+
+
+def _open_url(url: str, offset: int, timeout: float) -> Any:
+    """Open ``url``, asking for the bytes from ``offset`` on when ``offset`` is not 0."""
+    h = dict(_HEADERS)
+    if offset:
+        h["Range"] = f"bytes={offset}-"
+    return urllib.request.urlopen(urllib.request.Request(url, headers=h), timeout=timeout)
+
+
+def _open_resumable(url: str, part: Path, start: int, timeout: float) -> tuple[Any, int]:
+    """Open ``url`` from ``start``; restart from 0 (removing ``part``) on HTTP 416.
+
+    Returns:
+        The response and the offset it was requested from.
+    """
+    try:
+        return _open_url(url, start, timeout), start
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and start:  # nothing left past our offset: restart cleanly
+            part.unlink()
+            return _open_url(url, 0, timeout), 0
+        raise
+
+
+def _resume_offset(resp: Any, start: int) -> int:
+    """``start`` when the server honoured the Range request for it, else 0 (start over)."""
+    status = getattr(resp, "status", 200) or 200
+    if start and status != 206:  # the server ignored Range: start over
+        return 0
+    if start and status == 206:
+        content_range = resp.headers.get("Content-Range", "")
+        if not content_range.startswith(f"bytes {start}-"):
+            return 0  # unexpected range: restart rather than corrupt
+    return start
+
+
+def _receive(resp: Any, part: Path, start: int, total: Optional[int], hasher: Any,
+             label: str, progress: bool | None) -> int:
+    """Write the response body to ``part`` (appending after ``start`` bytes), hashing it all.
+
+    Args:
+        resp: The open response.
+        part: The ``.part`` file; its first ``start`` bytes are kept and hashed first.
+        start: Bytes of ``part`` to keep (0: overwrite it).
+        total: Expected final size for the progress bar (None: unknown).
+        hasher: A ``hashlib`` object updated with every byte of the final file.
+        label: Progress bar description.
+        progress: Show a progress bar (None: when stderr is a terminal).
+
+    Returns:
+        The number of bytes received.
+    """
+    if start:
+        with open(part, "rb") as fh:
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                hasher.update(chunk)
+    mode = "ab" if start else "wb"
+    received = 0
+    with _progress_factory(progress)() as task, open(part, mode) as out:
+        advance = task(label, total, start)
+        while True:
+            chunk = resp.read(_CHUNK)
+            if not chunk:
+                break
+            out.write(chunk)
+            hasher.update(chunk)
+            received += len(chunk)
+            advance(len(chunk))
+    return received
+
+
+def _fetch(url: str, part: Path, start: int, label: str, progress: bool | None,
+           timeout: float) -> _Transfer:
+    """Stream ``url`` into ``part``, resuming after its first ``start`` bytes when possible.
+
+    Network errors propagate as raised by :mod:`urllib` (see :func:`download`).
+    """
+    hasher = hashlib.sha256()
+    resp, start = _open_resumable(url, part, start, timeout)
+    with resp:
+        start = _resume_offset(resp, start)
+        length = resp.headers.get("Content-Length")
+        remaining = int(length) if length and length.isdigit() else None
+        total = start + remaining if remaining is not None else None
+        received = _receive(resp, part, start, total, hasher, label, progress)
+    return _Transfer(hasher.hexdigest(), start, received, remaining, total)
+
+
 def download(url: str, dest: str | Path, sha256: str | None = None,
              progress: bool | None = None, *, timeout: float = 60.0) -> str:
     """Download ``url`` to ``dest``, resuming a previous ``dest.part``; return the SHA-256.
@@ -252,52 +352,8 @@ def download(url: str, dest: str | Path, sha256: str | None = None,
         dest.unlink()
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if part.is_file() else 0
-    hasher = hashlib.sha256()
-    headers = {"User-Agent": "stbench-download/1", "Accept-Encoding": "identity"}
-
-    def open_url(offset: int):
-        h = dict(headers)
-        if offset:
-            h["Range"] = f"bytes={offset}-"
-        return urllib.request.urlopen(urllib.request.Request(url, headers=h), timeout=timeout)
-
     try:
-        try:
-            resp = open_url(start)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and start:  # nothing left past our offset: restart cleanly
-                part.unlink()
-                start = 0
-                resp = open_url(0)
-            else:
-                raise
-        with resp:
-            status = getattr(resp, "status", 200) or 200
-            if start and status != 206:  # the server ignored Range: start over
-                start = 0
-            elif start and status == 206:
-                content_range = resp.headers.get("Content-Range", "")
-                if not content_range.startswith(f"bytes {start}-"):
-                    start = 0  # unexpected range: restart rather than corrupt
-            length = resp.headers.get("Content-Length")
-            remaining = int(length) if length and length.isdigit() else None
-            total = start + remaining if remaining is not None else None
-            if start:
-                with open(part, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(_CHUNK), b""):
-                        hasher.update(chunk)
-            mode = "ab" if start else "wb"
-            received = 0
-            with _progress_factory(progress)() as task, open(part, mode) as out:
-                advance = task(dest.name, total, start)
-                while True:
-                    chunk = resp.read(_CHUNK)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    hasher.update(chunk)
-                    received += len(chunk)
-                    advance(len(chunk))
+        t = _fetch(url, part, start, dest.name, progress, timeout)
     except urllib.error.HTTPError as exc:
         raise DataError(f"download failed: HTTP {exc.code} {exc.reason}", where=url,
                         fix="check the URL in stbench.io.download.MANIFESTS, or retry later") from exc
@@ -305,19 +361,18 @@ def download(url: str, dest: str | Path, sha256: str | None = None,
         raise _offline_error(url, exc.reason) from exc
     except (socket.timeout, TimeoutError, ConnectionError) as exc:
         raise _offline_error(url, exc) from exc
-    if remaining is not None and received < remaining:
-        raise DataError(f"download interrupted after {start + received} of {total} bytes",
+    if t.remaining is not None and t.received < t.remaining:
+        raise DataError(f"download interrupted after {t.start + t.received} of {t.total} bytes",
                         where=url, fix="rerun the command: it resumes from the .part file")
-    digest = hasher.hexdigest()
-    if expected is not None and digest != expected:
+    if expected is not None and t.digest != expected:
         part.unlink(missing_ok=True)
         raise DataError(
-            f"checksum mismatch for {dest.name}: expected sha256 {expected}, got {digest}; "
+            f"checksum mismatch for {dest.name}: expected sha256 {expected}, got {t.digest}; "
             "the file was removed", where=url,
             fix="rerun the download; if it persists the published file changed (delete its "
                 f"entry in {LOCK_NAME} only if you trust the new file)")
     os.replace(part, dest)
-    return digest
+    return t.digest
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,6 +417,176 @@ def _link_escapes(member_rel: PurePosixPath, link_target: str, hard: bool) -> bo
     return joined == ".." or joined.startswith("../") or joined.startswith("/")
 
 
+def _dest_for(root: Path, rel: PurePosixPath, archive: Path) -> Path:
+    """The resolved output path of member ``rel``; a DataError if it lands outside ``root``."""
+    out = (root / Path(*rel.parts)).resolve()
+    if out != root and root not in out.parents:
+        raise DataError(f"archive member {str(rel)!r} would land outside {root}; "
+                        "extraction refused", where=str(archive),
+                        fix="do not use this archive")
+    return out
+
+
+def _check_link_inside(root: Path, link: Path, name: str, archive: Path) -> None:
+    """A link made through earlier links may point outside though its text does not.
+
+    Removes ``link`` and raises a DataError when it resolves outside ``root``.
+    """
+    try:
+        resolved = link.resolve()
+    except (RuntimeError, OSError):  # a symlink loop
+        resolved = root.parent
+    if resolved != root and root not in resolved.parents:
+        link.unlink()
+        raise DataError(f"archive member {name!r} links outside the target folder through "
+                        "another link; extraction refused", where=str(archive),
+                        fix="do not use this archive; re-download it from the publisher")
+
+
+def _make_symlink(root: Path, out: Path, link_text: str, name: str, archive: Path) -> None:
+    """Create (replacing any existing entry) symlink ``out`` -> ``link_text``, checked inside."""
+    if out.is_symlink() or out.exists():
+        out.unlink()
+    os.symlink(link_text, out)
+    _check_link_inside(root, out, name, archive)
+
+
+def _link_escape_error(name: str, link: str, archive: Path) -> DataError:
+    """The error for member ``name`` whose link text ``link`` points outside the target."""
+    return DataError(
+        f"archive member {name!r} links outside the target folder "
+        f"({link!r}); extraction refused", where=str(archive),
+        fix="do not use this archive; re-download it from the publisher")
+
+
+def _corrupt_archive_error(archive: Path, exc: BaseException) -> DataError:
+    """The error for an archive that cannot be read."""
+    return DataError(f"corrupt or truncated archive ({exc})", where=str(archive),
+                     fix="delete it and download again")
+
+
+def _plan_tar(tar: tarfile.TarFile, archive: Path, members: Sequence[str],
+              strip: int) -> list[tuple[tarfile.TarInfo, PurePosixPath]]:
+    """Check every tar member (refusing unsafe ones) and list the selected ones.
+
+    Returns:
+        ``(member, output path relative to the target)`` for each member to extract.
+    """
+    plan = []
+    for m in tar.getmembers():
+        rel = _safe_relpath(m.name, archive)
+        if m.issym() or m.islnk():
+            if _link_escapes(rel, m.linkname, hard=m.islnk()):
+                raise _link_escape_error(m.name, m.linkname, archive)
+        elif m.isdev() or m.isfifo():
+            raise DataError(f"archive member {m.name!r} is a device or FIFO; "
+                            "extraction refused", where=str(archive),
+                            fix="do not use this archive")
+        out_rel = _strip(rel, strip)
+        if out_rel is None or not _selected(out_rel, members):
+            continue
+        plan.append((m, out_rel))
+    return plan
+
+
+def _extract_tar_member(tar: tarfile.TarFile, m: tarfile.TarInfo, out_rel: PurePosixPath,
+                        root: Path, archive: Path, strip: int) -> Path | None:
+    """Write one planned tar member; return its path when it is a (copied) regular file.
+
+    Hard links are written as copies of their (already extracted) source file.
+    """
+    out = _dest_for(root, out_rel, archive)
+    if m.isdir():
+        out.mkdir(parents=True, exist_ok=True)
+    elif m.issym():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _make_symlink(root, out, m.linkname, m.name, archive)
+    elif m.islnk():
+        src_rel = _strip(_safe_relpath(m.linkname, archive), strip)
+        if src_rel is not None and _dest_for(root, src_rel, archive).is_file():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_dest_for(root, src_rel, archive), out)
+            return out
+    elif m.isfile():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        src = tar.extractfile(m)
+        assert src is not None
+        with src, open(out, "wb") as fh:
+            shutil.copyfileobj(src, fh, _CHUNK)
+        return out
+    return None
+
+
+def _extract_tar(archive: Path, root: Path, members: Sequence[str], strip: int) -> list[Path]:
+    """:func:`safe_extract` of a tar archive (any compression) into the resolved ``root``."""
+    written: list[Path] = []
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for m, out_rel in _plan_tar(tar, archive, members, strip):
+                out = _extract_tar_member(tar, m, out_rel, root, archive, strip)
+                if out is not None:
+                    written.append(out)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise _corrupt_archive_error(archive, exc) from exc
+    return written
+
+
+def _plan_zip(zf: zipfile.ZipFile, archive: Path, members: Sequence[str],
+              strip: int) -> list[tuple[zipfile.ZipInfo, PurePosixPath, bool]]:
+    """Check every zip member (refusing unsafe ones) and list the selected ones.
+
+    Returns:
+        ``(member, output path relative to the target, is a symlink)`` for each member to
+        extract.
+    """
+    plan = []
+    for info in zf.infolist():
+        rel = _safe_relpath(info.filename, archive)
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            link = zf.read(info).decode("utf-8", "replace")
+            if _link_escapes(rel, link, hard=False):
+                raise _link_escape_error(info.filename, link, archive)
+        out_rel = _strip(rel, strip)
+        if out_rel is None or not _selected(out_rel, members):
+            continue
+        plan.append((info, out_rel, stat.S_ISLNK(mode)))
+    return plan
+
+
+def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out_rel: PurePosixPath,
+                        is_link: bool, root: Path, archive: Path) -> Path | None:
+    """Write one planned zip member; return its path when it is a regular file."""
+    out = _dest_for(root, out_rel, archive)
+    if info.is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if is_link:
+        _make_symlink(root, out, zf.read(info).decode("utf-8"), info.filename, archive)
+        return None
+    with zf.open(info) as src, open(out, "wb") as fh:
+        shutil.copyfileobj(src, fh, _CHUNK)
+    return out
+
+
+def _extract_zip(archive: Path, root: Path, members: Sequence[str], strip: int) -> list[Path]:
+    """:func:`safe_extract` of a zip archive into the resolved ``root``."""
+    written: list[Path] = []
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for info, out_rel, is_link in _plan_zip(zf, archive, members, strip):
+                out = _extract_zip_member(zf, info, out_rel, is_link, root, archive)
+                if out is not None:
+                    written.append(out)
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise _corrupt_archive_error(archive, exc) from exc
+    except RuntimeError as exc:  # encrypted members
+        raise DataError(f"cannot extract archive ({exc})", where=str(archive),
+                        fix="extract it by hand (it may be password-protected)") from exc
+    return written
+
+
 def safe_extract(archive: str | Path, target: str | Path, members: Sequence[str] = (),
                  strip: int = 0) -> list[Path]:
     """Extract a tar (any compression) or zip archive into ``target``, safely.
@@ -382,115 +607,10 @@ def safe_extract(archive: str | Path, target: str | Path, members: Sequence[str]
     archive, target = Path(archive), Path(target)
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
-    written: list[Path] = []
-
-    def dest_for(rel: PurePosixPath) -> Path:
-        out = (root / Path(*rel.parts)).resolve()
-        if out != root and root not in out.parents:
-            raise DataError(f"archive member {str(rel)!r} would land outside {root}; "
-                            "extraction refused", where=str(archive),
-                            fix="do not use this archive")
-        return out
-
-    def link_inside(link: Path, name: str) -> None:
-        """A link made through earlier links may point outside though its text does not."""
-        try:
-            resolved = link.resolve()
-        except (RuntimeError, OSError):  # a symlink loop
-            resolved = root.parent
-        if resolved != root and root not in resolved.parents:
-            link.unlink()
-            raise DataError(f"archive member {name!r} links outside the target folder through "
-                            "another link; extraction refused", where=str(archive),
-                            fix="do not use this archive; re-download it from the publisher")
-
     if tarfile.is_tarfile(archive):
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                plan = []
-                for m in tar.getmembers():
-                    rel = _safe_relpath(m.name, archive)
-                    if m.issym() or m.islnk():
-                        if _link_escapes(rel, m.linkname, hard=m.islnk()):
-                            raise DataError(
-                                f"archive member {m.name!r} links outside the target folder "
-                                f"({m.linkname!r}); extraction refused", where=str(archive),
-                                fix="do not use this archive; re-download it from the publisher")
-                    elif m.isdev() or m.isfifo():
-                        raise DataError(f"archive member {m.name!r} is a device or FIFO; "
-                                        "extraction refused", where=str(archive),
-                                        fix="do not use this archive")
-                    out_rel = _strip(rel, strip)
-                    if out_rel is None or not _selected(out_rel, members):
-                        continue
-                    plan.append((m, out_rel))
-                for m, out_rel in plan:
-                    out = dest_for(out_rel)
-                    if m.isdir():
-                        out.mkdir(parents=True, exist_ok=True)
-                    elif m.issym():
-                        out.parent.mkdir(parents=True, exist_ok=True)
-                        if out.is_symlink() or out.exists():
-                            out.unlink()
-                        os.symlink(m.linkname, out)
-                        link_inside(out, m.name)
-                    elif m.islnk():
-                        src_rel = _strip(_safe_relpath(m.linkname, archive), strip)
-                        if src_rel is not None and dest_for(src_rel).is_file():
-                            out.parent.mkdir(parents=True, exist_ok=True)
-                            shutil.copyfile(dest_for(src_rel), out)
-                            written.append(out)
-                    elif m.isfile():
-                        out.parent.mkdir(parents=True, exist_ok=True)
-                        src = tar.extractfile(m)
-                        assert src is not None
-                        with src, open(out, "wb") as fh:
-                            shutil.copyfileobj(src, fh, _CHUNK)
-                        written.append(out)
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise DataError(f"corrupt or truncated archive ({exc})", where=str(archive),
-                            fix="delete it and download again") from exc
-        return written
+        return _extract_tar(archive, root, members, strip)
     if zipfile.is_zipfile(archive):
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                plan = []
-                for info in zf.infolist():
-                    rel = _safe_relpath(info.filename, archive)
-                    mode = info.external_attr >> 16
-                    if stat.S_ISLNK(mode):
-                        link = zf.read(info).decode("utf-8", "replace")
-                        if _link_escapes(rel, link, hard=False):
-                            raise DataError(
-                                f"archive member {info.filename!r} links outside the target "
-                                f"folder ({link!r}); extraction refused", where=str(archive),
-                                fix="do not use this archive; re-download it from the publisher")
-                    out_rel = _strip(rel, strip)
-                    if out_rel is None or not _selected(out_rel, members):
-                        continue
-                    plan.append((info, out_rel, stat.S_ISLNK(mode)))
-                for info, out_rel, is_link in plan:
-                    out = dest_for(out_rel)
-                    if info.is_dir():
-                        out.mkdir(parents=True, exist_ok=True)
-                        continue
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    if is_link:
-                        if out.is_symlink() or out.exists():
-                            out.unlink()
-                        os.symlink(zf.read(info).decode("utf-8"), out)
-                        link_inside(out, info.filename)
-                        continue
-                    with zf.open(info) as src, open(out, "wb") as fh:
-                        shutil.copyfileobj(src, fh, _CHUNK)
-                    written.append(out)
-        except (zipfile.BadZipFile, EOFError, OSError) as exc:
-            raise DataError(f"corrupt or truncated archive ({exc})", where=str(archive),
-                            fix="delete it and download again") from exc
-        except RuntimeError as exc:  # encrypted members
-            raise DataError(f"cannot extract archive ({exc})", where=str(archive),
-                            fix="extract it by hand (it may be password-protected)") from exc
-        return written
+        return _extract_zip(archive, root, members, strip)
     raise DataError("not a tar or zip archive", where=str(archive),
                     fix="delete it and download again")
 

@@ -17,9 +17,10 @@ epoch, so setup (feature scaling, text caching, graph building, model constructi
 excluded; it is reported separately. The table gives the fastest epoch (the first one pays
 one-off allocation) as wall-clock AND process CPU time.
 
-What an epoch is differs: ``alignst`` visits every (slide, gene) pair once, in steps of
-``genes_per_step`` = 64 genes of one slide (so its epoch grows with slides x genes); ``sgn``
-takes one step per slide with 64 sampled genes. The gene-scaling runs therefore vary the
+What an epoch is differs: ``alignst`` (version 2) visits every (slide, gene) pair once, in
+steps of ``genes_per_step`` = 64 genes taken on EVERY training slide (the chunk's description
+tokens are projected once per step; its epoch grows with slides x genes); ``sgn`` takes one
+step per slide with 64 sampled genes. The gene-scaling runs therefore vary the
 genes TRAINED per slide-epoch: ``alignst`` with that many training genes, ``sgn`` with that
 many training genes AND ``genes_per_step`` set to it.
 

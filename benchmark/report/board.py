@@ -221,6 +221,20 @@ def _plugin_defaults(method: str) -> dict | None:
         return None
 
 
+def default_label(result: dict) -> str:
+    """A result's row name from its own settings alone: the method, with the method settings
+    that differ from the plugin's defaults (``alignst (prompt_rounds=0)``)."""
+    from stbench.report.runs import short_text
+
+    method = str(result.get("method"))
+    defaults = _flatten(_plugin_defaults(method) or {})
+    mine = _flatten((result.get("config") or {}).get("method") or {})
+    off = {k: v for k, v in sorted(mine.items()) if k != "name" and k in defaults
+           and canonical(defaults[k]) != canonical(v)}
+    shown = ", ".join(f"{k}={short_text(v, 24)}" for k, v in off.items())
+    return f"{method} ({shown})" if shown else method
+
+
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts as ``{"a.b.c": leaf}``."""
     if isinstance(d, dict):

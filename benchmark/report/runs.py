@@ -55,6 +55,8 @@ __all__ = [
 
 #: Settings outside ``config.method`` that change what a method does (part of the row hash).
 _METHOD_SIDE_GENE_KEYS = ("val_fraction", "descriptions", "text_encoder")
+#: The gene representation (issue 16); hashed only when set, so older results keep their hash.
+_REPRESENTATION_GENE_KEYS = ("representation", "embeddings", "missing")
 _PROTOCOL_GENE_KEYS = ("panel", "n_hvg", "split", "n_unseen", "k")
 _SEED_FREE_SPLITS = ("loso", "lopo", "holdout")
 _SEED_FREE_GENE_SPLITS = ("file", "none")
@@ -299,7 +301,9 @@ def method_settings(result: dict) -> dict:
             "encoder": cfg.get("encoder"),
             "features": cfg.get("features"),
             "tuning": _tuning(cfg.get("tuning")),
-            "genes": {k: genes_cfg.get(k) for k in _METHOD_SIDE_GENE_KEYS}}
+            "genes": {**{k: genes_cfg.get(k) for k in _METHOD_SIDE_GENE_KEYS},
+                      **{k: genes_cfg[k] for k in _REPRESENTATION_GENE_KEYS
+                         if genes_cfg.get(k) is not None}}}
 
 
 def _tuning(tuning: Any) -> Any:

@@ -158,10 +158,11 @@ def minimal_detectable_difference(sd: float, n: int, alpha: float = ALPHA,
     crit = float(stats.t.ppf(1.0 - alpha / 2.0, df))
 
     def gap(nc: float) -> float:
-        return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)) - power
+        p = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+        return (1.0 if not math.isfinite(p) else p) - power  # NaN far out: power is 1
 
     approx = crit + float(stats.t.ppf(power, df))
-    nc = optimize.brentq(gap, 0.0, 4.0 * approx + 10.0)
+    nc = optimize.brentq(gap, 0.0, 2.0 * approx + 5.0)
     return float(nc * sd / math.sqrt(n))
 
 

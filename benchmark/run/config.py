@@ -89,9 +89,14 @@ class TuningConfig:
 
     ``storage``: an Optuna storage URL; default SQLite ``<tracking.dir>/optuna.db``.
     ``sampler``: tpe (seeded) | random | grid. ``pruner``: median | halving | none.
+    ``seed``: the sampler's seed. When set, the study of an outer fold no longer depends on
+    the run's ``seed``: runs of other seeds with the same outer fold (same sections, same
+    seen genes) share it, so the budget is spent once per outer fold and its best
+    configuration is reused (the full protocol's tuned rows).
     """
 
     n_trials: int = bounded(0, ">= 0")
+    seed: Optional[int] = bounded(None, ">= 0")
     storage: Optional[str] = None
     sampler: str = "tpe"
     pruner: str = "median"
@@ -117,7 +122,12 @@ class CacheConfig:
 
 @dataclass
 class RootConfig:
-    """The whole run configuration."""
+    """The whole run configuration.
+
+    ``split_seed``: the seed of the data splits (validation sections, k-fold slide folds, the
+    gene split and its validation genes); default the run's ``seed``. Fixing it keeps the same
+    outer folds for every seed, so seeds vary only the models (the full protocol).
+    """
 
     dataset: Any = MISSING
     method: Any = MISSING
@@ -130,6 +140,7 @@ class RootConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     seed: int = bounded(0, ">= 0")
+    split_seed: Optional[int] = bounded(None, ">= 0")
     device: str = "cpu"
     resume: bool = True
     threads: int = bounded(0, ">= 0")

@@ -97,7 +97,8 @@ def plan_folds(cfg: DictConfig, slides: list[Slide], exprs: dict[str, Expression
     ``panel_filter`` (the gene representation's coverage) may shrink each fold's panel.
     """
     sp = cfg.split
-    folds = slide_folds([(s.name, s.patient) for s in slides], sp.name, seed=cfg.seed,
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    folds = slide_folds([(s.name, s.patient) for s in slides], sp.name, seed=split_seed,
                         test=list(sp.test), val=list(sp.val), n_val_slides=sp.n_val_slides, k=sp.k)
     g = cfg.genes
     plans: list[FoldPlan] = []
@@ -115,7 +116,7 @@ def plan_folds(cfg: DictConfig, slides: list[Slide], exprs: dict[str, Expression
             absent[n] = exprs[n].select(panel)[1]
         y = np.concatenate(stacked, axis=0).astype(np.float64)
         mean, var = y.mean(0), y.var(0)
-        for gs in gene_splits(panel, mean, g.split, seed=cfg.seed, n_unseen=g.n_unseen, k=g.k,
+        for gs in gene_splits(panel, mean, g.split, seed=split_seed, n_unseen=g.n_unseen, k=g.k,
                               unseen_file=g.unseen_file, val_fraction=g.val_fraction,
                               with_val=trained_on == "seen"):
             plans.append(FoldPlan(len(plans), fold, panel, kind, gs, mean, var, absent))
@@ -376,11 +377,16 @@ def _tune_fold(cfg, plan, method_cls, method_config, train, val, make_ctx, track
         raise ConfigError(f"tuning needs validation slides, and fold {plan.index} has none",
                           fix="use split.n_val_slides=1 (or more) or tuning.n_trials=0")
     storage = cfg.tuning.storage or default_storage(cfg.tracking.dir)
+    shared = cfg.tuning.seed is not None  # one study per outer fold, whatever the run's seed
+    left_out = ("tuning", "tracking", "cache", "threads", "explain_genes", "resume") + \
+        (("seed",) if shared else ())
     name = study_name(method_cls.meta.name, cfg.dataset.name, cfg.split.name, plan.index,
-                      {"config": {k: v for k, v in to_container(cfg).items()
-                                  if k not in ("tuning", "tracking", "cache")},
-                       "train": plan.slides.train,
-                       "val": plan.slides.val, "genes": plan.genes.fit})
+                      {"config": {k: v for k, v in to_container(cfg).items() if k not in left_out},
+                       "tuning": {"n_trials": cfg.tuning.n_trials, "sampler": cfg.tuning.sampler,
+                                  "seed": cfg.tuning.seed} if shared else None,
+                       "train": plan.slides.train, "val": plan.slides.val,
+                       "genes": plan.genes.fit, "val_genes": plan.genes.val})
+    sampler_seed = (cfg.tuning.seed if shared else cfg.seed) + plan.index
 
     def on_trial(number: int, params: dict, score: float | None, state: str) -> None:
         run_id = tracker.start(f"trial-{number}", {"stbench.trial": str(number)}, parent=fold_run)
@@ -391,7 +397,7 @@ def _tune_fold(cfg, plan, method_cls, method_config, train, val, make_ctx, track
 
     return tune(method_cls=method_cls, base_config=method_config, train=train, val=val,
                 make_ctx=lambda report: make_ctx(report), n_trials=cfg.tuning.n_trials,
-                storage=storage, name=name, seed=cfg.seed + plan.index,
+                storage=storage, name=name, seed=sampler_seed,
                 sampler=cfg.tuning.sampler, pruner=cfg.tuning.pruner, on_trial=on_trial)
 
 

@@ -41,6 +41,9 @@ KEY_METRICS = ("pcc_mean", "pcc_specific_mean", "pcc_pooled_mean", "pcc_median",
                "spearman_mean", "mse", "runtime_s")
 KEY_TAGS = ("stbench.method", "stbench.label", "stbench.kind", "stbench.split",
             "stbench.gene_split", "stbench.seed", "stbench.config_hash")
+#: Search filter of the saved view: parent runs only (the ones :meth:`Tracker.record_result`
+#: tagged), not their folds and tuning trials.
+PARENT_FILTER = "tags.`stbench.config_hash` LIKE '%'"
 #: The experiment description holds at most this many characters (MLflow allows 20000).
 NOTE_LIMIT = 19000
 
@@ -205,10 +208,12 @@ def set_up_leaderboard(client: Any, experiment_id: str) -> None:
 
 
 def view_state() -> str:
-    """The saved runs-table view: sorted by ``pcc_mean`` descending, key columns shown."""
+    """The saved runs-table view: finished runs of whole methods (parent runs, which carry a
+    config hash; folds and trials are their children), sorted by ``pcc_mean`` descending, key
+    columns shown."""
     columns = (["attributes.`Dataset`"] + [f"metrics.`{m}`" for m in KEY_METRICS]
                + [f"tags.`{t}`" for t in KEY_TAGS])
-    return json.dumps({"searchFilter": "", "orderByKey": "metrics.`pcc_mean`",
+    return json.dumps({"searchFilter": PARENT_FILTER, "orderByKey": "metrics.`pcc_mean`",
                        "orderByAsc": False, "startTime": "ALL", "lifecycleFilter": "Active",
                        "datasetsFilter": [], "modelVersionFilter": "All Runs",
                        "selectedColumns": columns, "runListHidden": False,
@@ -216,8 +221,10 @@ def view_state() -> str:
 
 
 def leaderboard_url(ui_base: str, experiment_id: str) -> str:
-    """The UI address of the experiment's runs, in the saved leaderboard view."""
-    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+    """The UI address of the experiment's runs in the saved leaderboard view, in the UI's
+    model-training mode (MLflow 3.17 chooses an experiment's landing page from that mode)."""
+    return (f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning")
 
 
 def run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
@@ -228,10 +235,12 @@ def run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
 def result_tags(result: dict) -> dict[str, str]:
     """The tags of a finished parent run: method, kind, split, gene split, seed, config hash
     (the board's row identity, :func:`stbench.report.runs.config_hash`) and dataset digest."""
+    from stbench.report.board import default_label
     from stbench.report.runs import config_hash
 
     genes = result.get("genes") or {}
     tags = {"stbench.method": str(result.get("method")),
+            "stbench.label": default_label(result),
             "stbench.kind": str(result.get("method_kind")),
             "stbench.dataset": str(result.get("dataset")),
             "stbench.split": str((result.get("split") or {}).get("name")),
@@ -271,6 +280,9 @@ def client_for(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # a wrong address fails in seconds, not after MLflow's default two minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
