@@ -67,9 +67,9 @@ def parse(html: str) -> Board:
     return p
 
 
-def test_index_html_in_chromium_shows_the_aggregated_board(tmp_path, chromium):
+def test_board_page_in_chromium_shows_the_aggregated_board(tmp_path, chromium):
     board, paths = make_leaderboard("demo", [RESULTS], tmp_path / "site", recorded=False)
-    dom = parse(dump_dom(paths["index"].resolve().as_uri()))
+    dom = parse(dump_dom(paths["html"].resolve().as_uri()))
     assert dom.table.get("data-dataset") == "demo"
     assert [r["method"] for r in dom.rows] == ["bilinear", "mean_expression", "ridge"]
     assert [r["kind"] for r in dom.rows] == ["zero_shot", "control", "supervised"]
@@ -83,7 +83,25 @@ def test_index_html_in_chromium_shows_the_aggregated_board(tmp_path, chromium):
                  for p in sorted(RESULTS.glob(f"{row.method}_s*.json"))
                  for f in json.loads(p.read_text())["folds"]]
         assert float(parsed["pcc_mean"]) == pytest.approx(sum(units) / len(units), rel=1e-9)
-    assert {"plot-box", "plot-hist"} <= set(dom.images)
+    assert {"plot-bars", "plot-box", "plot-hist"} <= set(dom.images)
+
+
+def test_index_lists_the_boards_and_a_screenshot_of_the_board(tmp_path, chromium):
+    site = tmp_path / "site"
+    make_leaderboard("demo", [RESULTS], site / "demo-lopo", recorded=False, plots=False)
+    _, paths = make_leaderboard("demo", [RESULTS], site, recorded=False)
+    index = dump_dom(paths["index"].resolve().as_uri().replace("index.html", "") + "index.html")
+    assert 'href="demo.html"' in index and 'href="demo-lopo/demo.html"' in index
+    assert 'id="leaderboard"' not in index
+    shot = tmp_path / "board.png"
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                           f"--user-data-dir={tempfile.mkdtemp()}", "--window-size=1600,2400",
+                           "--hide-scrollbars", f"--screenshot={shot}",
+                           paths["html"].resolve().as_uri()],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert shot.stat().st_size > 20_000
+    print(f"screenshot: {shot}")
 
 
 def test_sort_script_runs_in_chromium(tmp_path, chromium):
@@ -101,7 +119,7 @@ def test_sort_script_runs_in_chromium(tmp_path, chromium):
     zero_shot = [r for r in board.rows if r.kind == "zero_shot"]
     assert len(zero_shot) == 2 and zero_shot[0].metrics["pcc_mean"].mean > zero_shot[1].metrics[
         "pcc_mean"].mean
-    url = paths["index"].resolve().as_uri()
+    url = paths["html"].resolve().as_uri()
 
     plain = parse(dump_dom(url))
     assert [r["config"] for r in plain.rows if r["kind"] == "zero_shot"] == [

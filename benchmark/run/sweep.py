@@ -43,9 +43,17 @@ def _chooses_split(overrides: list[str]) -> bool:
     return any(o.split("=", 1)[0].lstrip("+~") == "split" for o in overrides)
 
 
-def run_sweep(args: list[str], summary: Path | None = None) -> int:
-    """Run the multirun; return its exit code."""
+def run_sweep(args: list[str], summary: Path | None = None,
+              progress: bool | None = None) -> int:
+    """Run the multirun; return its exit code. On a terminal a bar counts the finished jobs
+    (each job appends a line to the summary file, a temporary one unless ``summary``)."""
+    import tempfile
+
+    from stbench.run.progress import follow_jobs, multirun_size
+
     env = dict(os.environ)
-    if summary is not None:
-        env["STBENCH_SWEEP_SUMMARY"] = str(summary)
-    return subprocess.call(args, env=env)
+    with tempfile.TemporaryDirectory(prefix="stbench-sweep-") as tmp:
+        path = summary if summary is not None else Path(tmp) / "summary.jsonl"
+        env["STBENCH_SWEEP_SUMMARY"] = str(path)
+        with follow_jobs(path, multirun_size(args), progress):
+            return subprocess.call(args, env=env)

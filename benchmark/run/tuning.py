@@ -162,6 +162,8 @@ def tune(
                                 sampler=_sampler(sampler, seed, method_cls),
                                 pruner=_pruner(pruner), load_if_exists=True)
     _fail_stale(study, stale_after_s)
+    advance = make_ctx(lambda value, step: None).progress(  # a bar on a terminal only
+        f"{method_cls.meta.name} trials", n_trials)
     while True:
         states = [t.state for t in study.get_trials(deepcopy=False)
                   if t.user_attrs.get(SURPLUS) is None]
@@ -192,6 +194,7 @@ def tune(
             study.tell(trial, state=TrialState.PRUNED)
             if on_trial:
                 on_trial(trial.number, params, None, "PRUNED")
+            advance()
             continue
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
@@ -199,6 +202,7 @@ def tune(
         study.tell(trial, score)
         if on_trial:
             on_trial(trial.number, params, score, "COMPLETE")
+        advance()
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         raise RuntimeError(f"study {name} finished no trial")
