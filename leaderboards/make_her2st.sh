@@ -58,7 +58,7 @@ for protocol in $PROTOCOLS; do
 done
 
 if [ "${BOARD:-1}" = 1 ]; then
-  "$STB" leaderboard --dataset her2st --out leaderboards
-  "$STB" leaderboard --dataset her2st --no-recorded -r leaderboards/results/her2st-lopo \
+  "$STB" leaderboard --dataset her2st --no-store --out leaderboards
+  "$STB" leaderboard --dataset her2st --no-store --no-recorded -r leaderboards/results/her2st-lopo \
     --out leaderboards/her2st-lopo
 fi

@@ -78,6 +78,18 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty MLflow store, ``mlflow.db`` (creating its schema costs seconds: copy it)."""
+    from mlflow.tracking import MlflowClient
+
+    from stbench.run.tracking import store_uri
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    MlflowClient(store_uri(folder)).search_experiments()
+    return folder / "mlflow.db"
+
+
+@pytest.fixture(scope="session")
 def tiny() -> str:
     """The conformance kit's ``tiny`` dataset, registered; its name."""
     from helpers import register_tiny

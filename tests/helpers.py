@@ -25,12 +25,15 @@ def register_tiny() -> None:
 
 
 def tiny_config(tmp_path: Path, *overrides: str) -> DictConfig:
-    """``compose`` of the ``tiny`` dataset with tracking and cache under ``tmp_path``."""
+    """``compose`` of the ``tiny`` dataset with its tracking folder under ``tmp_path``.
+
+    The feature cache is the session's (``$STBENCH_CACHE``, set by conftest.py and inherited by
+    worker processes): content-addressed, so the tiny slides are encoded once per session.
+    """
     from stbench.run.config import compose
 
     register_tiny()
-    return compose(["dataset=tiny", f"tracking.dir={tmp_path}/runs",
-                    f"cache.dir={tmp_path}/cache", *overrides])
+    return compose(["dataset=tiny", f"tracking.dir={tmp_path}/runs", *overrides])
 
 
 def with_defaults(cls: type[Method], **defaults) -> type[Method]:

@@ -52,18 +52,6 @@ def reference(tmp_path_factory):
     return result
 
 
-@pytest.fixture(scope="module")
-def mlflow_template(tmp_path_factory) -> Path:
-    """An empty MLflow store (creating its schema costs seconds; each test copies it)."""
-    from mlflow.tracking import MlflowClient
-
-    from stbench.run.tracking import store_uri
-
-    folder = tmp_path_factory.mktemp("mlflow-template")
-    MlflowClient(store_uri(folder)).search_experiments()
-    return folder / "mlflow.db"
-
-
 def _mlflow_runs(tracking_dir: Path):
     from mlflow.tracking import MlflowClient
 

@@ -137,7 +137,8 @@ class RunResult:
 
     def to_dict(self) -> dict:
         """The JSON object, keys in schema order, unknown keys last."""
-        data = {k: getattr(self, k) for k in self.ORDER}
+        data = {k: getattr(self, k) for k in self.ORDER
+                if getattr(self, k) is not None or k in REQUIRED_KEYS}  # absent stays absent
         data.update(self.extra)
         return data
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +30,7 @@ from stbench.data import Dataset, Slide
 from stbench.errors import ConfigError, DataError
 from stbench.features.pipeline import compute_features
 from stbench.method import Bundle, FitContext, GeneText, Method, SlideView
-from stbench.protocol.metrics import METRIC_LEVELS, evaluate, generic_pattern
+from stbench.protocol.metrics import METRIC_LEVELS, Evaluation, evaluate, generic_pattern
 from stbench.plugins import DATASETS, ENCODERS, METHODS
 from stbench.protocol.preprocess import Expression, PanelSource, choose_panel, normalise, panel_source
 from stbench.run.maps import fold_maps, keep_extremes
@@ -216,13 +217,12 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
         with progress_bars(progress) as task:
             feature_info: dict = {}
             features = compute_features(cfg, slides, needs, cache, task, feature_info)
+            fold_run = FoldRun(cfg, method_cls, by_name, exprs, features, tracker, parent, task)
             advance_folds = task(f"folds ({meta.name})", len(plans))
             for plan in plans:
                 fold = checkpoint.load_fold(plan.index) if cfg.resume else None
                 if fold is None:
-                    fold = _run_fold(cfg, plan, method_cls, by_name, exprs, features,
-                                     gene_text_by_panel.get(tuple(plan.panel)), tracker, parent,
-                                     task)
+                    fold = _run_fold(fold_run, plan, gene_text_by_panel.get(tuple(plan.panel)))
                     checkpoint.save_fold(plan.index, fold)
                 else:
                     fold["resumed"] = True
@@ -269,45 +269,32 @@ def _tracker(cfg: DictConfig):
     return Tracker(cfg.tracking.uri, cfg.tracking.dir, experiment)
 
 
-def _run_fold(cfg, plan: FoldPlan, method_cls, by_name, exprs, features, gene_text, tracker,
-              parent, task) -> dict:
+@dataclass
+class FoldRun:
+    """What one fold needs besides its plan (shared by every fold of a run)."""
+
+    cfg: DictConfig
+    method_cls: type[Method]
+    by_name: dict[str, Slide]
+    exprs: dict[str, Expression]
+    features: dict
+    tracker: Any
+    parent: str
+    task: Any
+    fitted: dict = field(default_factory=dict)  # slide fold -> (method, tuning) of a supervised fit
+
+
+def _run_fold(run: FoldRun, plan: FoldPlan, gene_text: GeneText | None) -> dict:
+    """Fit (or reuse), predict and evaluate one fold; log it as a child MLflow run."""
     fold_started = time.perf_counter()
-    meta = method_cls.meta
-    child = tracker.start(f"fold-{plan.index}", {"stbench.fold": str(plan.index)}, parent=parent)
+    meta, tracker = run.method_cls.meta, run.tracker
+    child = tracker.start(f"fold-{plan.index}", {"stbench.fold": str(plan.index)}, parent=run.parent)
     ok = False
     try:
-        seed_everything(cfg.seed + plan.index)
-        train, val, test, val_genes = make_bundles(plan, by_name, exprs, features, meta.trained_on)
-        method_config = OmegaConf.to_object(cfg.method)
-
-        def make_ctx(report=lambda value, step: None, run_id=child) -> FitContext:
-            return FitContext(seed=cfg.seed, gene_text=gene_text, val_genes=val_genes,
-                              device=cfg.device,
-                              log_metric=lambda name, value, step: tracker.log_metric(run_id, name, value, step),
-                              progress=task, report=report)
-
-        tuning = None
-        if cfg.tuning.n_trials > 0:
-            tuning = _tune_fold(cfg, plan, method_cls, method_config, train, val, make_ctx,
-                                tracker, child)
-            method_config = apply_params(method_config, tuning.best_params)
-        method = method_cls(method_config)
-        method.fit(train, val, make_ctx())
-        evaluated = plan.evaluated
-        y_pred = np.asarray(method.predict(test, evaluated), dtype=np.float64)
-        expected = (test.n_spots, len(evaluated))
-        if y_pred.shape != expected:
-            raise RuntimeError(f"method {meta.name} returned predictions of shape {y_pred.shape}, "
-                               f"expected {expected}")
-        if not np.isfinite(y_pred).all():
-            raise RuntimeError(f"method {meta.name} returned non-finite predictions")
-        y_true = np.concatenate([exprs[n].select(evaluated)[0] for n in plan.slides.test], axis=0)
-        cols = [plan.panel.index(gn) for gn in evaluated]
-        slide_names = np.asarray([s.name for s in test.slides])[test.slide_index()]
-        generic = np.concatenate([_generic(by_name[n], exprs[n], plan.panel)
-                                  for n in plan.slides.test], axis=0)
-        ev = evaluate(y_true, y_pred, slide_names, evaluated, generic=generic,
-                      gene_mean_train=plan.train_mean[cols], gene_var_train=plan.train_var[cols])
+        train, val, test, val_genes = make_bundles(plan, run.by_name, run.exprs, run.features,
+                                                   meta.trained_on)
+        method, tuning, reused = _fitted_method(run, plan, train, val, val_genes, gene_text, child)
+        ev, maps = _evaluate_fold(run, plan, method, test)
         runtime = time.perf_counter() - fold_started
         tracker.log_params(child, {"fold.train": ",".join(plan.slides.train),
                                    "fold.val": ",".join(plan.slides.val),
@@ -317,25 +304,89 @@ def _run_fold(cfg, plan: FoldPlan, method_cls, by_name, exprs, features, gene_te
             tracker.log_params(child, {f"best.{k}": str(v) for k, v in tuning.best_params.items()})
         tracker.log_metrics(child, {**ev.metrics, "runtime_s": runtime})
         tracker.log_text(child, ev.per_gene.to_csv(index=False), "per_gene.csv")
-        if cfg.explain_genes > 0 and hasattr(method, "explain") and tracker.uri:
-            _explain(method, plan, test, exprs, by_name, ev.per_gene, cfg.explain_genes,
-                     tracker, child)
+        if run.cfg.explain_genes > 0 and hasattr(method, "explain") and tracker.uri:
+            _explain(method, plan, test, run.exprs, run.by_name, ev.per_gene,
+                     run.cfg.explain_genes, tracker, child)
         ok = True
-        maps = fold_maps(slide_names, np.concatenate([v.spatial for v in test.slides]), y_true,
-                         y_pred, evaluated, ev.per_gene["pcc"].to_numpy())
-        return {"fold": plan.index, "slide_fold": plan.slides.index, "gene_split": plan.genes.index,
-                "maps": maps,
-                "metrics": ev.metrics, "counts": ev.counts, "runtime_s": runtime,
-                "tuning": tuning.as_dict() if tuning is not None else None,
-                "per_gene": {"gene": list(ev.per_gene["gene"]),
-                             "pcc": [float(v) for v in ev.per_gene["pcc"]],
-                             "pcc_pooled": [float(v) for v in ev.per_gene["pcc_pooled"]],
-                             "pcc_specific": [float(v) for v in ev.per_gene["pcc_specific"]]},
-                "per_slide": {"slide": [str(v) for v in ev.per_slide["slide"]],
-                              "pcc": [float(v) for v in ev.per_slide["pcc"]],
-                              "pcc_specific": [float(v) for v in ev.per_slide["pcc_specific"]]}}
+        return {**_fold_record(plan, ev, runtime, tuning, reused), "maps": maps}
     finally:
         tracker.finish(child, ok)
+
+
+def _fitted_method(run: FoldRun, plan: FoldPlan, train: Bundle, val: Bundle | None,
+                   val_genes: list[str], gene_text: GeneText | None, child: str
+                   ) -> tuple[Method, Any, bool]:
+    """The fold's fitted method, its tuning outcome, and whether an earlier fit was reused.
+
+    A supervised method is trained on every panel gene, so its model does not depend on the
+    gene split: it is fitted once per slide fold (seeded by the slide fold) and reused by the
+    fold's other gene splits. Zero-shot methods are fitted per fold (seen genes differ).
+    """
+    cfg, meta = run.cfg, run.method_cls.meta
+    shared = meta.trained_on == "all"
+    if shared and plan.slides.index in run.fitted:
+        return (*run.fitted[plan.slides.index], True)
+    run.fitted.clear()  # folds come in slide-fold order: keep one fitted model at a time
+    seed_everything(cfg.seed + (plan.slides.index if shared else plan.index))
+    method_config = OmegaConf.to_object(cfg.method)
+
+    def make_ctx(report=lambda value, step: None, run_id=child) -> FitContext:
+        return FitContext(seed=cfg.seed, gene_text=gene_text, val_genes=val_genes,
+                          device=cfg.device,
+                          log_metric=lambda name, value, step: run.tracker.log_metric(
+                              run_id, name, value, step),
+                          progress=run.task, report=report)
+
+    tuning = None
+    if cfg.tuning.n_trials > 0:
+        tuning = _tune_fold(cfg, plan, run.method_cls, method_config, train, val, make_ctx,
+                            run.tracker, child)
+        method_config = apply_params(method_config, tuning.best_params)
+    method = run.method_cls(method_config)
+    method.fit(train, val, make_ctx())
+    if shared:
+        run.fitted[plan.slides.index] = (method, tuning)
+    return method, tuning, False
+
+
+def _evaluate_fold(run: FoldRun, plan: FoldPlan, method: Method, test: Bundle
+                   ) -> tuple[Evaluation, dict]:
+    """Predict the evaluated genes on the test slides, score them with the evaluator, and keep
+    the per-spot maps of the fold's best and worst genes (for the board's pictures)."""
+    meta, evaluated = run.method_cls.meta, plan.evaluated
+    y_pred = np.asarray(method.predict(test, evaluated), dtype=np.float64)
+    expected = (test.n_spots, len(evaluated))
+    if y_pred.shape != expected:
+        raise RuntimeError(f"method {meta.name} returned predictions of shape {y_pred.shape}, "
+                           f"expected {expected}")
+    if not np.isfinite(y_pred).all():
+        raise RuntimeError(f"method {meta.name} returned non-finite predictions")
+    y_true = np.concatenate([run.exprs[n].select(evaluated)[0] for n in plan.slides.test], axis=0)
+    cols = [plan.panel.index(gn) for gn in evaluated]
+    slide_names = np.asarray([s.name for s in test.slides])[test.slide_index()]
+    generic = np.concatenate([_generic(run.by_name[n], run.exprs[n], plan.panel)
+                              for n in plan.slides.test], axis=0)
+    ev = evaluate(y_true, y_pred, slide_names, evaluated, generic=generic,
+                  gene_mean_train=plan.train_mean[cols], gene_var_train=plan.train_var[cols])
+    maps = fold_maps(slide_names, np.concatenate([v.spatial for v in test.slides]), y_true,
+                     y_pred, evaluated, ev.per_gene["pcc"].to_numpy())
+    return ev, maps
+
+
+def _fold_record(plan: FoldPlan, ev: Evaluation, runtime: float, tuning: Any, reused: bool) -> dict:
+    """The fold's entry of the result (and of its checkpoint)."""
+    def floats(frame, column):
+        return [float(v) for v in frame[column]]
+
+    return {"fold": plan.index, "slide_fold": plan.slides.index, "gene_split": plan.genes.index,
+            "metrics": ev.metrics, "counts": ev.counts, "runtime_s": runtime,
+            "reused_fit": reused, "tuning": tuning.as_dict() if tuning is not None else None,
+            "per_gene": {"gene": list(ev.per_gene["gene"]), "pcc": floats(ev.per_gene, "pcc"),
+                         "pcc_pooled": floats(ev.per_gene, "pcc_pooled"),
+                         "pcc_specific": floats(ev.per_gene, "pcc_specific")},
+            "per_slide": {"slide": [str(v) for v in ev.per_slide["slide"]],
+                          "pcc": floats(ev.per_slide, "pcc"),
+                          "pcc_specific": floats(ev.per_slide, "pcc_specific")}}
 
 
 def _generic(slide: Slide, expr: Expression, panel: list[str]) -> np.ndarray:

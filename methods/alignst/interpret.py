@@ -5,10 +5,14 @@
 * ``<gene>_expression.png``: per slide, spatial maps (spot coordinates) of the measured
   expression (only where the bundle carries it, e.g. a validation bundle or a bundle the user
   built for analysis) and of the prediction, optionally over an H&E thumbnail;
-* ``<gene>_attention.png``: the nuclei attention of the spots with the highest predicted
-  expression (head-averaged weight per nucleus slot), the spatial map of the nuclei gate
-  (how much the nuclei summary changed each spot), and the gene-interaction attention of the
-  gene over its context genes. Panels of stages that are off say so.
+* ``<gene>_attention.png``: for the spots with the highest predicted expression, the H&E
+  patch the model saw with its segmented nuclei drawn on it (each nucleus as the ellipse of
+  its segmented region: centroid, axes and orientation from the nuclei features), coloured by
+  the head-averaged attention the spot gives it; the spatial map of the nuclei gate (how much
+  the nuclei summary changed each spot); and the gene-interaction attention of the gene over
+  the context genes it is predicted with at test time (``context``: the runner passes the
+  fold's evaluated genes, so the panel shows the set actually used), with their weights.
+  Panels of stages that are off say so.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no global backend change).
 """
@@ -65,8 +69,9 @@ def _off(ax, text: str) -> None:
 def explain(method: AlignST, bundle: Bundle, gene: str, out_dir: str | Path, *,
             context: list[str] | None = None,
             thumbnails: dict[str, np.ndarray] | np.ndarray | None = None,
-            thumbnail_scale: float = 1.0, top_spots: int = 8, top_genes: int = 15,
-            max_slides: int = 4) -> list[Path]:
+            thumbnail_scale: float = 1.0, top_spots: int = 4, top_genes: int = 15,
+            max_slides: int = 4, images: dict[str, np.ndarray] | None = None,
+            patch_um: float = 112.0) -> list[Path]:
     """Write the interpretability PNGs for ``gene``; return their paths.
 
     Args:
@@ -76,18 +81,24 @@ def explain(method: AlignST, bundle: Bundle, gene: str, out_dir: str | Path, *,
         gene: The gene to explain (seen or unseen; it needs a description).
         out_dir: Output folder (created).
         context: Other genes to predict together with ``gene`` (the gene-interaction set);
-            default: the bundle's genes. With ``test_context='seen+unseen'`` the training
+            default: the genes of the method's last ``predict`` (the set used at test time),
+            else the bundle's genes. With ``test_context='seen+unseen'`` the training
             genes are added, as in ``predict``.
         thumbnails: H&E thumbnail(s): one array (used for the first slide) or
             ``{slide name: array}``; spot pixel coordinates are multiplied by
             ``thumbnail_scale`` to land on it.
-        top_spots: Spots shown in the nuclei-attention heatmap.
+        top_spots: Spots whose nuclei attention is drawn (at most 4).
         top_genes: Context genes shown in the gene-interaction bar chart.
         max_slides: Slides drawn in the expression maps.
+        images: Full-resolution H&E per slide name (``{name: (H, W, 3) array}``): the
+            patches under the nuclei; without it the nuclei are drawn on a blank patch.
+        patch_um: Side of the patch the nuclei were segmented in (``features.patch_um``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    genes = [gene] + [g for g in (context if context is not None else bundle.genes) if g != gene]
+    if context is None:  # the genes predicted together at test time, else the bundle's
+        context = list(getattr(method, "predicted_genes", None) or []) or list(bundle.genes)
+    genes = [gene] + [g for g in context if g != gene]
     slides = bundle.slides[:max_slides]
     if not slides:
         raise ValueError("explain needs a bundle with at least one slide")
@@ -122,35 +133,108 @@ def explain(method: AlignST, bundle: Bundle, gene: str, out_dir: str | Path, *,
     fig.savefig(path_expr)
 
     view, pred, aux, ctx_genes = results[0]
-    fig = _figure(14, 4.2)
-    ax_nuc, ax_gate, ax_gene = fig.subplots(1, 3)
+    n_show = max(1, min(top_spots, 4))
+    fig = _figure(3.4 * n_show + 0.6, 7.6)
+    fig.set_layout_engine("constrained")
+    grid = fig.add_gridspec(2, 2 * n_show + 1, height_ratios=[1.0, 1.05])
+    patch_axes = [fig.add_subplot(grid[0, 2 * k:2 * k + 2]) for k in range(n_show)]
+    ax_gate = fig.add_subplot(grid[1, :n_show])
+    ax_gene = fig.add_subplot(grid[1, n_show:])
     if "nuclei_attn" in aux:
-        attn = aux["nuclei_attn"].mean(1)  # (n, M), head average
-        mask = np.asarray(method._nuclei_arrays(view)[1], bool)
-        top = np.argsort(-pred, kind="stable")[:top_spots]
-        shown = np.where(mask[top], attn[top], np.nan)
-        used = max(1, int(mask[top].sum(1).max(initial=1)))
-        im = ax_nuc.imshow(shown[:, :used], aspect="auto", cmap="magma", interpolation="nearest")
-        ax_nuc.set_yticks(range(len(top)))
-        ax_nuc.set_yticklabels([f"spot {i}" for i in top], fontsize=7)
-        ax_nuc.set_xlabel("nucleus slot")
-        ax_nuc.set_title(f"nuclei attention, top-{len(top)} spots for {gene}", fontsize=9)
-        fig.colorbar(im, ax=ax_nuc, fraction=0.046, pad=0.02)
+        image, scale = (images or {}).get(view.name), 1.0
+        if image is None and view.name in thumbnails:  # the thumbnail, at its resolution
+            image, scale = thumbnails[view.name], thumbnail_scale
+        _nuclei_patches(fig, patch_axes, method, view, aux, pred, gene, image, patch_um, scale)
         gate = aux["nuclei_gate"].mean(1)
         _spatial(ax_gate, fig, view.spatial, gate, "nuclei gate (mean over channels)", None, 1.0)
     else:
-        _off(ax_nuc, "nuclei stage off / no nuclei features")
+        for ax in patch_axes:
+            _off(ax, "")
+        _off(patch_axes[0], "nuclei stage off / no nuclei features")
         _off(ax_gate, "nuclei stage off / no nuclei features")
-    if "interaction_attn" in aux and len(ctx_genes) > 1:
-        row = aux["interaction_attn"].mean(0)[0]  # attention of `gene` over the gene set
-        order = [i for i in np.argsort(-row, kind="stable") if i != 0][:top_genes]
-        ax_gene.barh([ctx_genes[i] for i in order][::-1], row[order][::-1], color="#4c72b0")
-        ax_gene.set_xlabel("attention weight (head average)")
-        ax_gene.set_title(f"gene interaction: {gene} attends to", fontsize=9)
-        ax_gene.tick_params(axis="y", labelsize=7)
-    else:
-        _off(ax_gene, "gene interaction off or single-gene context")
-    fig.tight_layout()
+    _interaction_panel(ax_gene, aux, ctx_genes, gene, top_genes)
     path_attn = out / f"{_safe(gene)}_attention.png"
     fig.savefig(path_attn)
     return [path_expr, path_attn]
+
+
+def _spot_patch(image: np.ndarray | None, centre: np.ndarray, half: float) -> np.ndarray | None:
+    """The ``2 * half`` pixel square of ``image`` centred on ``centre`` (x, y), white where it
+    leaves the image; ``None`` without an image."""
+    if image is None:
+        return None
+    size = max(2, int(round(2 * half)))
+    out = np.full((size, size, 3), 255, np.uint8)
+    x0, y0 = int(round(centre[0] - half)), int(round(centre[1] - half))
+    h, w = image.shape[:2]
+    xs, ys = max(0, x0), max(0, y0)
+    xe, ye = min(w, x0 + size), min(h, y0 + size)
+    if xe > xs and ye > ys:
+        out[ys - y0:ye - y0, xs - x0:xe - x0] = np.asarray(image[ys:ye, xs:xe, :3])
+    return out
+
+
+def _nuclei_patches(fig, axes, method: AlignST, view, aux: dict, pred: np.ndarray, gene: str,
+                    image: np.ndarray | None, patch_um: float, scale: float = 1.0) -> None:
+    """One panel per top spot: its patch with the segmented nuclei coloured by attention
+    (``image`` is the H&E at ``scale`` times the spot coordinates' resolution)."""
+    from matplotlib import cm
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Ellipse
+
+    from stbench.features.nuclei import NUCLEUS_FEATURES
+
+    f = {name: i for i, name in enumerate(NUCLEUS_FEATURES)}
+    nuc, mask = method._nuclei_arrays(view)
+    attn = aux["nuclei_attn"].mean(1)  # (n, M), head average
+    top = np.argsort(-pred, kind="stable")[:len(axes)]
+    shown = attn[top][mask[top]]
+    norm = Normalize(0.0, float(shown.max()) if shown.size else 1.0)
+    mpp = float(view.microns_per_pixel or 1.0)
+    half = patch_um / mpp / 2.0
+    for ax, spot in zip(axes, top):
+        patch = _spot_patch(image, np.asarray(view.spatial[spot]) * scale, half * scale)
+        if patch is not None:
+            ax.imshow(patch, extent=(0, 2 * half, 2 * half, 0))
+        real = np.flatnonzero(mask[spot])
+        for m in real:
+            row = nuc[spot, m]
+
+            def get(name: str, default: float, row=row) -> float:
+                i = f[name]  # tables of other layouts: circles of 6 um at the centroid
+                return float(row[i]) if i < row.shape[0] and np.isfinite(row[i]) else default
+
+            colour = cm.magma(norm(attn[spot, m]))
+            ax.add_patch(Ellipse(
+                (half + get("dx_um", 0.0) / mpp, half + get("dy_um", 0.0) / mpp),
+                width=max(get("major_axis_um", 6.0) / mpp, 1.0),
+                height=max(get("minor_axis_um", 6.0) / mpp, 1.0),
+                angle=90.0 - float(np.degrees(get("orientation", 0.0))),
+                facecolor=(*colour[:3], 0.55), edgecolor=colour, linewidth=1.2))
+        ax.set_xlim(0, 2 * half)
+        ax.set_ylim(2 * half, 0)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"spot {spot}: {len(real)} nuclei\npredicted {gene} {pred[spot]:.2f}",
+                     fontsize=8)
+    sm = cm.ScalarMappable(norm=norm, cmap="magma")
+    fig.colorbar(sm, ax=list(axes), fraction=0.02, pad=0.01, label="nucleus attention")
+
+
+def _interaction_panel(ax, aux: dict, ctx_genes: list[str], gene: str, top_genes: int) -> None:
+    """The attention of ``gene`` over the context genes it is predicted with."""
+    if "interaction_attn" not in aux:
+        _off(ax, "gene interaction off (method.gene_interaction=false)")
+        return
+    if len(ctx_genes) < 2:
+        _off(ax, f"{gene} predicted alone: no context genes to attend to")
+        return
+    row = aux["interaction_attn"].mean(0)[0]  # attention of `gene` over the gene set
+    order = [i for i in np.argsort(-row, kind="stable") if i != 0][:top_genes]
+    labels = [ctx_genes[i] for i in order][::-1]
+    ax.barh(labels, row[order][::-1], color="#4c72b0")
+    ax.set_xlabel("attention weight (head average)")
+    ax.set_title(f"gene interaction at test time: {gene} over its {len(ctx_genes) - 1} context "
+                 f"genes (top {len(order)}; self {row[0]:.3f})", fontsize=9)
+    ax.tick_params(axis="y", labelsize=7)

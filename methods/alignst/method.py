@@ -194,6 +194,8 @@ class AlignST(Method):
         super().__init__(config)
         self.model: AlignSTModel | None = None
         self.history: list[dict[str, float]] = []
+        #: The genes of the last ``predict`` (the test-time gene-interaction set, for explain).
+        self.predicted_genes: list[str] = []
 
     # ------------------------------------------------------------------------------ checks
 
@@ -500,6 +502,7 @@ class AlignST(Method):
             return np.zeros((bundle.n_spots, 0), dtype=np.float32)
         self.model.eval()
         unique = list(dict.fromkeys(genes))
+        self.predicted_genes = unique
         gb = self._gene_batch(self._context(unique))
         tokens = self.model.prepare_genes(gb)
         cols = [unique.index(g) for g in genes]
