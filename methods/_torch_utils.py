@@ -25,6 +25,9 @@ import numpy as np
 import torch
 
 from stbench.method import Bundle, FitContext, SlideView
+from stbench.methods._linear import (  # noqa: F401 (numpy helpers re-exported)
+    SCALINGS, FeatureScaler, mean_gene_pcc, mean_gene_pcc_per_slide,
+)
 from stbench.methods._training import EarlyStopping, LoopSpec, run_epochs
 from stbench.protocol.metrics import pearson_columns
 from stbench.run.compute import resolve_device as _resolve_device
@@ -52,24 +55,6 @@ def pearson_per_column(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e
 def pcc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``1 - mean over columns of Pearson's r over rows`` (both (n_spots, n_genes))."""
     return 1.0 - pearson_per_column(pred, target).mean()
-
-
-def mean_gene_pcc(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean over genes of Pearson's r over spots (the evaluator's ``pearson_columns``; a column
-    constant in either argument counts as 0)."""
-    y = np.asarray(y, np.float64)
-    if y.ndim != 2 or y.shape[1] == 0 or y.shape[0] == 0:
-        return 0.0
-    r, _ = pearson_columns(y, np.asarray(p, np.float64))
-    return float(np.nan_to_num(r, nan=0.0).mean())
-
-
-def mean_gene_pcc_per_slide(y: np.ndarray, p: np.ndarray, slide: np.ndarray) -> float:
-    """The harness's ``pcc_mean`` convention: per gene and slide, mean over slides then genes."""
-    ids = np.unique(slide)
-    if ids.size == 0:
-        return 0.0
-    return float(np.mean([mean_gene_pcc(y[slide == i], p[slide == i]) for i in ids]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,42 +115,6 @@ def slide_edges(view: SlideView, radius: float = GRID_RADIUS,
     return np.asarray(eg, dtype=np.int64).reshape(2, -1), np.asarray(ek, dtype=np.int64).reshape(2, -1)
 
 
-SCALINGS = ("global", "feature", "none")
-
-
-class FeatureScaler:
-    """Training-set scaling of per-spot features.
-
-    * ``global`` (default of the methods here): centre every dimension, divide all of them by
-      ONE scale, the root mean per-dimension variance. Relative scales are kept, so a
-      dimension that is nearly constant on the training slides cannot explode on a test slide.
-    * ``feature``: per-dimension z-scores (HEST's linear-probe convention). With deep-encoder
-      features some dimensions have standard deviations near 0 on the training slides and a
-      test slide's values land hundreds of SDs away (demo, efficientnet_lite0: up to 1449 SD,
-      307 of 1280 dimensions beyond 10 SD), which wrecked predictions on whole test slides.
-    * ``none``: raw features.
-    """
-
-    def __init__(self, mode: str = "global") -> None:
-        if mode not in SCALINGS:
-            raise ValueError(f"unknown scaling {mode!r}: use one of {', '.join(SCALINGS)}")
-        self.mode = mode
-
-    def fit(self, x: np.ndarray) -> FeatureScaler:
-        x = np.asarray(x, dtype=np.float64)
-        d = x.shape[1]
-        if self.mode == "none":
-            self.mu, self.sd = np.zeros(d), np.ones(d)
-        elif self.mode == "feature":
-            self.mu, self.sd = x.mean(0), x.std(0) + 1e-8
-        else:
-            self.mu = x.mean(0)
-            scale = float(np.sqrt(x.var(0).mean())) if x.size else 1.0
-            self.sd = np.full(d, scale if scale > 0 else 1.0)
-        return self
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return (np.asarray(x, dtype=np.float64) - self.mu) / self.sd
 
 
 def sample_genes(n_genes: int, n_sample: int, gen: torch.Generator) -> torch.Tensor:

@@ -39,16 +39,8 @@ from typing import Any
 import numpy as np
 
 from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta
-from stbench.methods._linear import pca_components
+from stbench.methods._linear import mean_gene_pcc, pca_components
 from stbench.ranges import bounded, bounded_list
-
-
-def _mean_gene_pcc(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean over genes of Pearson's r over spots (constant columns count as 0)."""
-    yc, pc = y - y.mean(0), p - p.mean(0)
-    den = np.sqrt((yc**2).sum(0) * (pc**2).sum(0))
-    r = np.where(den > 0, (yc * pc).sum(0) / np.where(den > 0, den, 1.0), 0.0)
-    return float(r.mean()) if r.size else 0.0
 
 
 def bilinear_ridge(x: np.ndarray, y: np.ndarray, t: np.ndarray, lam: float) -> np.ndarray:
@@ -175,7 +167,7 @@ class Bilinear(Method):
             scores = {}
             for lam_c in grid:
                 pred = zv @ core_for(lam_c) @ tv.T
-                per_slide = [_mean_gene_pcc(yv[slide == i], pred[slide == i])
+                per_slide = [mean_gene_pcc(yv[slide == i], pred[slide == i])
                              for i in range(len(val.slides))]
                 scores[lam_c] = float(np.mean(per_slide))
             lam = max(scores, key=lambda c: (scores[c], c))

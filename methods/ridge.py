@@ -13,20 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
-from stbench.methods._linear import pca_components
+from stbench.methods._linear import RidgeProbe, mean_gene_pcc
 from stbench.ranges import bounded, bounded_list
 
 
-def mean_gene_pcc(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean over genes of Pearson's r over spots (constant columns count as 0)."""
-    yc, pc = y - y.mean(0), p - p.mean(0)
-    den = np.sqrt((yc**2).sum(0) * (pc**2).sum(0))
-    r = np.where(den > 0, (yc * pc).sum(0) / np.where(den > 0, den, 1.0), 0.0)
-    return float(r.mean()) if r.size else 0.0
-
-
 class Ridge(Method):
-    """Standardise -> PCA -> ridge, fitted on all panel genes."""
+    """Standardise -> PCA -> ridge (:class:`~stbench.methods._linear.RidgeProbe` with HEST's
+    per-dimension z-scores), fitted on all panel genes."""
 
     meta = MethodMeta(
         name="ridge",
@@ -51,37 +44,22 @@ class Ridge(Method):
                 "n_components": trial.suggest_categorical("n_components", [32, 64, 128, 256])}
 
     def fit(self, train: Bundle, val: Bundle | None, ctx: FitContext) -> None:
-        x = train.stack("image").astype(np.float64)
-        y = train.expression().astype(np.float64)
-        self._mu, self._sd = x.mean(0), x.std(0) + 1e-8
-        xs = (x - self._mu) / self._sd
-        k = max(1, min(self.config.n_components, xs.shape[0] - 1, xs.shape[1]))
-        self._components = pca_components(xs, k)
-        z = xs @ self._components
-        self._z_mean, self._y_mean = z.mean(0), y.mean(0)
-        zc, yc = z - self._z_mean, y - self._y_mean
+        self._probe = RidgeProbe(self.config.n_components, "feature").fit(
+            train.stack("image"), train.expression())
         self._genes = list(train.genes)
-        u, s, wt = np.linalg.svd(zc, full_matrices=False)
-        uty = u.T @ yc
-
-        def solve(alpha: float) -> np.ndarray:
-            return wt.T @ ((s / (s**2 + alpha))[:, None] * uty)
-
         alpha = float(self.config.alpha)
         if val is not None and val.slides:
             genes = [g for g in val.genes if g in set(self._genes)]
             cols = [self._genes.index(g) for g in genes]
-            zv = self._project(val.stack("image")) - self._z_mean
+            z = self._probe.project(val.stack("image"))
             yv = val.expression()[:, [val.genes.index(g) for g in genes]]
-            scores = {a: mean_gene_pcc(yv, zv @ solve(a)[:, cols]) for a in self.config.alpha_grid}
+            scores = {a: mean_gene_pcc(yv, z @ self._probe.coef(a)[:, cols])
+                      for a in self.config.alpha_grid}
             alpha = max(scores, key=lambda a: (scores[a], a))
             for step, a in enumerate(self.config.alpha_grid):
                 ctx.log_metric("val_pcc_by_alpha", scores[a], step)
         self.alpha_ = alpha
-        self._coef = solve(alpha)
-
-    def _project(self, x: np.ndarray) -> np.ndarray:
-        return ((x.astype(np.float64) - self._mu) / self._sd) @ self._components
+        self._coef = self._probe.coef(alpha)
 
     def predict(self, bundle: Bundle, genes: list[str]) -> np.ndarray:
         index = {g: i for i, g in enumerate(self._genes)}
@@ -89,5 +67,5 @@ class Ridge(Method):
         if missing:
             raise ValueError(f"ridge was not trained on genes {missing[:5]}")
         cols = [index[g] for g in genes]
-        z = self._project(bundle.stack("image")) - self._z_mean
-        return (z @ self._coef[:, cols] + self._y_mean[cols]).astype(np.float32)
+        z = self._probe.project(bundle.stack("image"))
+        return (z @ self._coef[:, cols] + self._probe.y_mean[cols]).astype(np.float32)

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
-from stbench.methods._torch_utils import mean_gene_pcc_per_slide
-from stbench.methods.textknn import RidgeProbe
+from stbench.methods._linear import RidgeProbe, mean_gene_pcc_per_slide
 from stbench.ranges import bounded, bounded_list
 
 

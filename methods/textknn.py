@@ -24,45 +24,8 @@ from typing import Any
 import numpy as np
 
 from stbench.method import Bundle, FitContext, Method, MethodConfig, MethodMeta
-from stbench.methods._linear import pca_components
-from stbench.methods._torch_utils import FeatureScaler, mean_gene_pcc_per_slide
+from stbench.methods._linear import RidgeProbe, mean_gene_pcc_per_slide
 from stbench.ranges import bounded, bounded_list
-
-
-class RidgeProbe:
-    """Scale -> PCA -> multi-output ridge, with the solution for any ``alpha``.
-
-    ``fit`` does the SVDs once; ``coef(alpha)`` is then a cheap product. ``scaling`` is a
-    :class:`~stbench.methods._torch_utils.FeatureScaler` mode (``feature`` = HEST's z-scores).
-    """
-
-    def __init__(self, n_components: int = 256, scaling: str = "global") -> None:
-        self.n_components = int(n_components)
-        self.scaler = FeatureScaler(scaling)
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> RidgeProbe:
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        xs = self.scaler.fit(x).transform(x)
-        k = max(1, min(self.n_components, xs.shape[0] - 1, xs.shape[1]))
-        self.components = pca_components(xs, k)
-        z = xs @ self.components
-        self.z_mean, self.y_mean = z.mean(0), y.mean(0)
-        u, s, wt = np.linalg.svd(z - self.z_mean, full_matrices=False)
-        self._s, self._w, self._uty = s, wt.T, u.T @ (y - self.y_mean)
-        return self
-
-    def coef(self, alpha: float) -> np.ndarray:
-        """Ridge coefficients (n_components, n_targets) for ``alpha`` (absolute)."""
-        s = self._s
-        return self._w @ ((s / (s**2 + float(alpha)))[:, None] * self._uty)
-
-    def project(self, x: np.ndarray) -> np.ndarray:
-        """Centred PCA scores of new spots."""
-        return self.scaler.transform(x) @ self.components - self.z_mean
-
-    def predict(self, x: np.ndarray, alpha: float) -> np.ndarray:
-        return self.project(x) @ self.coef(alpha) + self.y_mean
 
 
 def _unit(t: np.ndarray) -> np.ndarray:

@@ -216,7 +216,8 @@ def _nuclei_patches(fig, axes, method: AlignST, view, aux: dict, pred: np.ndarra
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"spot {spot}: {len(real)} nuclei\npredicted {gene} {pred[spot]:.2f}",
+        noun = "nucleus" if len(real) == 1 else "nuclei"
+        ax.set_title(f"spot {spot}: {len(real)} {noun}\npredicted {gene} {pred[spot]:.2f}",
                      fontsize=8)
     sm = cm.ScalarMappable(norm=norm, cmap="magma")
     fig.colorbar(sm, ax=list(axes), fraction=0.02, pad=0.01, label="nucleus attention")
