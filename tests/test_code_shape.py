@@ -28,3 +28,15 @@ def long_functions(max_lines: int = MAX_LINES) -> list[str]:
 
 def test_no_function_over_80_lines():
     assert long_functions() == []
+
+
+def test_numpy_only_methods_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import stbench.methods.ridge, stbench.methods.bilinear, "
+            "stbench.methods.textknn, stbench.methods.seen_mean, stbench.methods.mean_expression; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -92,7 +92,7 @@ def _result_fields(out: Path) -> dict:
             "feature_cache": data.get("feature_cache")}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     shared = os.environ.get("STBENCH_SHARED", "/work/shared")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["cold", "warm", "both"], default="both")
@@ -109,28 +109,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp cache and workdir")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="stbench-perf-runs-"))
-    work.mkdir(parents=True, exist_ok=True)
-    temp_cache = args.cache_dir is None
-    cache = Path(args.cache_dir) if args.cache_dir else work / "cache"
-    modes = ["cold", "warm"] if args.mode == "both" else [args.mode]
-    if not args.dry_run:
-        if "cold" in modes and cache.exists() and any(cache.iterdir()):
-            raise SystemExit(f"cold run needs an empty cache folder; {cache} is not empty")
-        if modes == ["warm"] and not (cache.exists() and any(cache.iterdir())):
-            raise SystemExit(f"warm run needs a filled cache folder; {cache} is empty or absent "
-                             "(run --mode cold or both first, or pass --cache-dir)")
+
+def _check_cache(cache: Path, modes: list[str]) -> None:
+    if "cold" in modes and cache.exists() and any(cache.iterdir()):
+        raise SystemExit(f"cold run needs an empty cache folder; {cache} is not empty")
+    if modes == ["warm"] and not (cache.exists() and any(cache.iterdir())):
+        raise SystemExit(f"warm run needs a filled cache folder; {cache} is empty or absent "
+                         "(run --mode cold or both first, or pass --cache-dir)")
+
+
+def _run_modes(args: argparse.Namespace, modes: list[str], cache: Path, work: Path) -> list[dict]:
+    """One whole ``stbench run`` per mode, timed; stops at the first failure."""
     env = {**os.environ, "STBENCH_CACHE": str(cache), "OMP_WAIT_POLICY": "PASSIVE",
            "HF_HUB_OFFLINE": "1"}
     env.setdefault("OMP_NUM_THREADS", str(args.threads))
-
     runs = []
     for mode in modes:
-        track = work / f"tracking-{mode}"
         out = work / f"result-{mode}.json"
-        cmd = stbench_command(args, cache, track, out)
+        cmd = stbench_command(args, cache, work / f"tracking-{mode}", out)
         shown = " ".join(f'"{c}"' if "[" in c else c for c in cmd)
         print(f"[{mode}] STBENCH_CACHE={cache} {shown}", file=sys.stderr, flush=True)
         if args.dry_run:
@@ -148,7 +146,36 @@ def main(argv: list[str] | None = None) -> int:
             tail = (work / f"log-{mode}.txt").read_text()[-2000:]
             print(f"[{mode}] FAILED (exit {r['returncode']}):\n{tail}", file=sys.stderr)
             break
+    return runs
 
+
+def _print_table(args: argparse.Namespace, res: dict, runs: list[dict]) -> None:
+    rows = [("load average (1, 5, 15 min)",
+             "%.1f, %.1f, %.1f on %d CPUs" % (*res["loadavg"], res["cpus"] or 0))]
+    for r in runs:
+        rows.append((f"{r['mode']} run ({args.method} on {args.dataset})",
+                     f"wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s (user {r['user_s']:.1f}, "
+                     f"sys {r['sys_s']:.1f}), peak RSS {r['peak_rss_mb']:.0f} MiB, exit "
+                     f"{r['returncode']}, pcc_mean {r['pcc_mean']}, cache "
+                     f"{r['cache_mb_before']:.1f} -> {r['cache_mb_after']:.1f} MiB "
+                     f"{r.get('feature_cache')}, folds' runtime_s {r.get('fold_runtime_s')}"))
+    if "cold_over_warm_wall" in res:
+        rows.append(("cold / warm", f"{res['cold_over_warm_wall']:.2f}x wall, "
+                                    f"{res['cold_over_warm_cpu']:.2f}x CPU time"))
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"| {k.ljust(width)} | {v} |" for k, v in rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="stbench-perf-runs-"))
+    work.mkdir(parents=True, exist_ok=True)
+    temp_cache = args.cache_dir is None
+    cache = Path(args.cache_dir) if args.cache_dir else work / "cache"
+    modes = ["cold", "warm"] if args.mode == "both" else [args.mode]
+    if not args.dry_run:
+        _check_cache(cache, modes)
+    runs = _run_modes(args, modes, cache, work)
     res = {"loadavg": list(os.getloadavg()), "cpus": os.cpu_count(), "method": args.method,
            "dataset": args.dataset, "dry_run": args.dry_run, "runs": runs}
     done = {r["mode"]: r for r in runs if "wall_s" in r}
@@ -156,25 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         res["cold_over_warm_wall"] = done["cold"]["wall_s"] / done["warm"]["wall_s"]
         res["cold_over_warm_cpu"] = done["cold"]["cpu_s"] / max(done["warm"]["cpu_s"], 1e-9)
     if not args.dry_run:
-        rows = [("load average (1, 5, 15 min)",
-                 "%.1f, %.1f, %.1f on %d CPUs" % (*res["loadavg"], res["cpus"] or 0))]
-        for r in runs:
-            rows.append((f"{r['mode']} run ({args.method} on {args.dataset})",
-                         f"wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s (user {r['user_s']:.1f}, "
-                         f"sys {r['sys_s']:.1f}), peak RSS {r['peak_rss_mb']:.0f} MiB, exit "
-                         f"{r['returncode']}, pcc_mean {r['pcc_mean']}, cache "
-                         f"{r['cache_mb_before']:.1f} -> {r['cache_mb_after']:.1f} MiB "
-                         f"{r.get('feature_cache')}, folds' runtime_s {r.get('fold_runtime_s')}"))
-        if "cold_over_warm_wall" in res:
-            rows.append(("cold / warm", f"{res['cold_over_warm_wall']:.2f}x wall, "
-                                        f"{res['cold_over_warm_cpu']:.2f}x CPU time"))
-        width = max(len(k) for k, _ in rows)
-        print("\n".join(f"| {k.ljust(width)} | {v} |" for k, v in rows))
+        _print_table(args, res, runs)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
-    if temp_cache and not args.keep and not args.workdir and not args.dry_run:
-        shutil.rmtree(work, ignore_errors=True)
-    elif args.dry_run and not args.workdir:
+    if (temp_cache and not args.keep and not args.workdir and not args.dry_run) or \
+            (args.dry_run and not args.workdir):
         shutil.rmtree(work, ignore_errors=True)
     return 1 if any(r.get("returncode", 0) != 0 for r in runs) else 0
 

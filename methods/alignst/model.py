@@ -174,14 +174,44 @@ class NucleiFusion(nn.Module):
         self.norm = nn.LayerNorm(d)
 
     def forward(self, h: Tensor, nuclei: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns ``(h' (n, d), attention (n, H, M), gate (n, d))``."""
-        tokens = self.token(nuclei)  # (n, M, d)
-        a, w = self.attn(self.query(h)[:, None, :], tokens, mask)  # (n, 1, d), (n, H, 1, M)
+        """Returns ``(h' (n, d), attention (n, H, M), gate (n, d))``.
+
+        Only REAL nuclei are embedded: the token MLP and the key/value projection run on the
+        ``mask``-selected rows, which are then placed in a (n, M', 2d) layout of the first
+        ``M' = max #nuclei`` slots (padding slots zero and masked). Masked keys get exactly
+        zero weight, so this equals embedding every slot (tested); the attention map is
+        returned in the input's slot order (n, H, M).
+        """
+        packed, pmask, slot = _pack_slots(mask)
+        kv = self.attn.kv(self.token(nuclei[mask]))  # (n_real, 2d)
+        kv = kv.new_zeros(*pmask.shape, kv.shape[-1]).index_put((pmask,), kv)
+        k, v = kv.chunk(2, -1)
+        a, wp = self.attn.attend(self.query(h)[:, None, :], k, v, pmask)  # (n,1,d), (n,H,1,M')
+        w = wp[:, :, 0]
+        if packed:  # back to the input's slot order
+            real = w.transpose(1, 2)[pmask]  # (n_real, H)
+            w = real.new_zeros(mask.shape[0], mask.shape[1], real.shape[1])
+            w = w.index_put(slot, real).transpose(1, 2)
         count = mask.sum(-1, keepdim=True).to(h.dtype)
         a = a[:, 0] + self.count(torch.log1p(count))
         has = (count > 0).to(h.dtype)
         gate = torch.sigmoid(self.gate(torch.cat([h, a], -1)))
-        return self.norm(h + has * gate * a), w[:, :, 0, :], gate * has
+        return self.norm(h + has * gate * a), w, gate * has
+
+
+def _pack_slots(mask: Tensor) -> tuple[bool, Tensor, Tensor | None]:
+    """Real slots of ``mask`` (n, M) moved to the front: ``(moved, packed mask (n, M'),
+    (spot, slot) indices of the real slots in the input order or None)``.
+
+    ``M'`` is the largest count of real slots; when the mask is already a prefix of
+    length ``M`` in every row (nothing to move, nothing to trim) the mask is returned as is.
+    """
+    count = mask.sum(-1)
+    m_max = max(int(count.max()) if count.numel() else 0, 1)
+    pmask = torch.arange(m_max, device=mask.device)[None, :] < count[:, None]
+    if m_max == mask.shape[1] and bool((pmask == mask).all()):
+        return False, mask, None
+    return True, pmask, mask.nonzero(as_tuple=True)
 
 
 class GraphAttentionLayer(nn.Module):
