@@ -16,9 +16,11 @@ def _stbench(*args, cwd, timeout=1500):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_sweep_with_tuning_then_leaderboard_in_browser(in_tmp, chromium):
+    # a small demo on the handcrafted encoder: the sweep, its skipping and the board are the point
     args = ["sweep", "--methods", "mean_expression,ridge,bilinear", "--dataset", "demo",
             "--seeds", "0,1", "--jobs", "2", "split=holdout", "split.test=[P2_B]",
-            "tuning.n_trials=2"]
+            "tuning.n_trials=2", "dataset.n_spots=60", "dataset.n_genes=40",
+            "encoder=handcrafted", "explain_genes=0"]
     proc = _stbench(*args, cwd=in_tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted((in_tmp / "stbench-runs" / "results" / "demo").glob("*.json"))

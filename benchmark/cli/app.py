@@ -100,7 +100,8 @@ def cache_clear(directory: Optional[Path] = typer.Option(None, "--dir"),
 @app.command()
 def sweep(
     dataset: str = typer.Option(..., "--dataset", "-d"),
-    methods: str = typer.Option("", "--methods", help="Comma-separated method names."),
+    methods: str = typer.Option("", "--methods",
+                                help="Comma-separated method names (with --protocol: only these rows)."),
     seeds: str = typer.Option("", "--seeds", help="Comma-separated seeds (default 0)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Hydra overrides for every job."),
     protocol: str = typer.Option("", "--protocol",
@@ -127,8 +128,13 @@ def sweep(
         plan = [(None, extra, seed_list or [0])]
         if not _names(methods):
             raise UserError("no methods given", fix="pass --methods a,b,c or --protocol full")
+    only = set(_names(methods)) if protocol else None
     for group, group_overrides, group_seeds in plan:
         names = list(group.methods) if group is not None else _names(methods)
+        if only is not None and _names(methods):
+            names = [m for m in names if m in only]
+            if not names:
+                continue
         args = sweep_command(names, dataset, group_seeds, group_overrides, launcher=launcher,
                              jobs=jobs, show_config=show_config)
         if group is not None:

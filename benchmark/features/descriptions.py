@@ -254,8 +254,20 @@ def load_user_descriptions(path: str | Path) -> dict[str, str]:
         DataError: The file is missing, unreadable, empty or malformed, a symbol appears twice,
             or a symbol or description is empty.
     """
-    p = Path(path)
-    where = str(path)
+    p, where = Path(path), str(path)
+    text, kind = _read_description_file(p, where)
+    entries = _parse_json(text, where) if kind == "json" else _parse_tsv(text, where)
+    if not entries:
+        raise DataError(
+            "gene-description file has no descriptions",
+            where=where,
+            fix="add one symbol and its description per gene",
+        )
+    return _checked_entries(entries, where)
+
+
+def _read_description_file(p: Path, where: str) -> tuple[str, str]:
+    """The file's text and its kind (``json`` or ``tsv``, by suffix)."""
     name = p.name.lower()
     if name.endswith(".json"):
         kind = "json"
@@ -277,22 +289,18 @@ def load_user_descriptions(path: str | Path) -> dict[str, str]:
     try:
         if name.endswith(".gz"):
             with gzip.open(p, "rt", encoding="utf-8") as fh:
-                text = fh.read()
-        else:
-            text = p.read_text(encoding="utf-8")
+                return fh.read(), kind
+        return p.read_text(encoding="utf-8"), kind
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise DataError(
             f"cannot read the gene-description file: {exc}",
             where=where,
             fix="save it as UTF-8 text (gzip-compressed only if named .tsv.gz)",
         ) from exc
-    entries = _parse_json(text, where) if kind == "json" else _parse_tsv(text, where)
-    if not entries:
-        raise DataError(
-            "gene-description file has no descriptions",
-            where=where,
-            fix="add one symbol and its description per gene",
-        )
+
+
+def _checked_entries(entries: list[tuple[str, str, str]], where: str) -> dict[str, str]:
+    """Symbol -> description; empty symbols or descriptions and duplicates are DataErrors."""
     out: dict[str, str] = {}
     seen_at: dict[str, str] = {}
     for symbol, description, loc in entries:

@@ -150,6 +150,36 @@ def make_bundles(plan: FoldPlan, by_name: dict[str, Slide], exprs: dict[str, Exp
     return train, val, test, val_genes
 
 
+@dataclass
+class RunSetup:
+    """What a run is, settled before any work: plugins, feature needs, representation, identity."""
+
+    method_cls: type[Method]
+    dataset_cls: type[Dataset]
+    needs: frozenset[str]
+    representation: Any
+    identity: str
+
+    @property
+    def meta(self) -> Any:
+        return self.method_cls.meta
+
+
+@dataclass
+class RunData:
+    """The loaded sections, their normalised expression, the fold plans and the gene text."""
+
+    dataset: Dataset
+    slides: list[Slide]
+    exprs: dict[str, Expression]
+    plans: list[FoldPlan]
+    gene_text: dict[tuple[str, ...], GeneText]
+
+    @property
+    def by_name(self) -> dict[str, Slide]:
+        return {s.name: s for s in self.slides}
+
+
 def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = None) -> dict:
     """Run ``cfg.method`` on ``cfg.dataset`` over every fold; return the result dict.
 
@@ -157,25 +187,10 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
     marks the MLflow runs FAILED and writes no result.
     """
     started = time.perf_counter()
-
     pin_threads(cfg.threads if cfg.threads > 0 else None)
     seed_everything(cfg.seed)
-    method_cls: type[Method] = METHODS.get(cfg.method.name)
-    dataset_cls: type[Dataset] = DATASETS.get(cfg.dataset.name)
-    meta = method_cls.meta
-    if meta.kind == "zero_shot" and cfg.genes.split == "none":
-        raise ConfigError(f"{meta.name} is a zero-shot method and genes.split=none leaves no unseen gene",
-                          fix="use genes.split=random|top_mean|kfold|file")
-    needs = method_cls.needs_for(OmegaConf.to_object(cfg.method))
-    # the gene representation is read and validated before any work; its digest (weights,
-    # embedding file) is part of the run identity
-    representation = (representation_from_config(
-        cfg.genes, ArrayCache(cfg.cache.dir, enabled=cfg.cache.enabled))
-        if "gene_text" in needs else None)
-    identity = run_identity(cfg, meta.version, dataset_cls.card.version)
-    if representation is not None:
-        identity = hashlib.sha256(f"{identity}|{representation.digest()}".encode()).hexdigest()
-    checkpoint = RunCheckpoint(cfg.tracking.dir, identity)
+    setup = _setup(cfg)
+    checkpoint = RunCheckpoint(cfg.tracking.dir, setup.identity)
     if cfg.resume:
         done = checkpoint.load_result()
         if done is not None:
@@ -183,56 +198,25 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
                 write_atomic(json_path, dumps(done))
             done["skipped"] = "already complete with the same identity (resume=false reruns it)"
             return done
-    dataset = dataset_cls(OmegaConf.to_object(cfg.dataset))
-    source = panel_source(cfg.genes, dataset)  # settings before any loading
-    slides = load_slides(dataset, cfg.preprocess.min_spot_counts)
-    by_name = {s.name: s for s in slides}
-    exprs = {s.name: normalise(s, cfg.preprocess.target_sum, cfg.preprocess.log1p) for s in slides}
-    plans = plan_folds(cfg, slides, exprs, source, meta.trained_on,
-                       representation.select_panel if representation is not None else None)
-
-    gene_text_by_panel: dict[tuple[str, ...], GeneText] = {}
-    if representation is not None:  # computed once per panel (and cached across runs)
-        for plan in plans:
-            key = tuple(plan.panel)
-            if key not in gene_text_by_panel:
-                gene_text_by_panel[key] = representation.build(list(plan.panel))
-
+    data = _load(cfg, setup)
     tracker = _tracker(cfg)
-    resolved = to_container(cfg)
-    tracker.fail_stale(identity)
-    parent = tracker.start(f"{meta.name}-{cfg.dataset.name}-{cfg.split.name}",
-                           {"stbench.method": meta.name, "stbench.kind": meta.kind,
+    tracker.fail_stale(setup.identity)
+    parent = tracker.start(f"{setup.meta.name}-{cfg.dataset.name}-{cfg.split.name}",
+                           {"stbench.method": setup.meta.name, "stbench.kind": setup.meta.kind,
                             "stbench.dataset": cfg.dataset.name, "stbench.split": cfg.split.name,
-                            "stbench.seed": str(cfg.seed), "stbench.identity": identity})
+                            "stbench.seed": str(cfg.seed), "stbench.identity": setup.identity})
     ok = finished = False
     try:
-        tracker.log_params(parent, flatten(resolved))
-        if representation is not None:
-            tracker.log_params(parent, {f"representation.{k}": str(v) for k, v in
-                                        representation.record().items() if k != "dropped"})
-        tracker.log_text(parent, to_yaml(cfg), "config.yaml")
+        _log_config(cfg, setup, tracker, parent)
         cache = ArrayCache(cfg.cache.dir, enabled=cfg.cache.enabled)
-        fold_results = []
-        with progress_bars(progress) as task:
-            feature_info: dict = {}
-            features = compute_features(cfg, slides, needs, cache, task, feature_info)
-            fold_run = FoldRun(cfg, method_cls, by_name, exprs, features, tracker, parent, task)
-            advance_folds = task(f"folds ({meta.name})", len(plans))
-            for plan in plans:
-                fold = checkpoint.load_fold(plan.index) if cfg.resume else None
-                if fold is None:
-                    fold = _run_fold(fold_run, plan, gene_text_by_panel.get(tuple(plan.panel)))
-                    checkpoint.save_fold(plan.index, fold)
-                else:
-                    fold["resumed"] = True
-                    _record_resumed_fold(tracker, parent, fold)
-                fold_results.append(fold)
-                advance_folds()
-        record = _assemble(cfg, meta, plans, fold_results, resolved, time.perf_counter() - started,
-                           cache, dataset=(dataset, slides), needs=needs,
-                           representation=representation.record() if representation else None)
-        record.identity, record.encoder = identity, feature_info.get("encoder")
+        fold_results, encoder = _run_folds(cfg, setup, data, cache, checkpoint, tracker, parent,
+                                           progress)
+        record = _assemble(cfg, setup.meta, data.plans, fold_results, to_container(cfg),
+                           time.perf_counter() - started, cache,
+                           dataset=(data.dataset, data.slides), needs=setup.needs,
+                           representation=setup.representation.record()
+                           if setup.representation else None)
+        record.identity, record.encoder = setup.identity, encoder
         validate_result(record.to_dict())
         result, text = record.to_dict(), record.to_json()
         tracker.record_result(parent, result)
@@ -246,12 +230,81 @@ def run(cfg: DictConfig, json_path: str | None = None, progress: bool | None = N
         finished = True
         checkpoint.save_result(result)
         write_atomic(Path(cfg.tracking.dir) / "results" / cfg.dataset.name /
-                     f"{meta.name}_s{cfg.seed}_{identity[:10]}.json", text)
+                     f"{setup.meta.name}_s{cfg.seed}_{setup.identity[:10]}.json", text)
         result["mlflow"] = {"tracking_uri": tracker.uri, "run_id": parent or None}
         return result
     finally:
         if not finished:
             tracker.finish(parent, ok)
+
+
+def _setup(cfg: DictConfig) -> RunSetup:
+    """Plugins, feature needs, the gene representation and the run identity, validated before
+    any data is read (the representation's digest is part of the identity)."""
+    method_cls: type[Method] = METHODS.get(cfg.method.name)
+    dataset_cls: type[Dataset] = DATASETS.get(cfg.dataset.name)
+    meta = method_cls.meta
+    if meta.kind == "zero_shot" and cfg.genes.split == "none":
+        raise ConfigError(f"{meta.name} is a zero-shot method and genes.split=none leaves no unseen gene",
+                          fix="use genes.split=random|top_mean|kfold|file")
+    needs = method_cls.needs_for(OmegaConf.to_object(cfg.method))
+    representation = (representation_from_config(
+        cfg.genes, ArrayCache(cfg.cache.dir, enabled=cfg.cache.enabled))
+        if "gene_text" in needs else None)
+    identity = run_identity(cfg, meta.version, dataset_cls.card.version)
+    if representation is not None:
+        identity = hashlib.sha256(f"{identity}|{representation.digest()}".encode()).hexdigest()
+    return RunSetup(method_cls, dataset_cls, needs, representation, identity)
+
+
+def _load(cfg: DictConfig, setup: RunSetup) -> RunData:
+    """Sections, normalised expression, fold plans, and the gene text once per panel."""
+    dataset = setup.dataset_cls(OmegaConf.to_object(cfg.dataset))
+    source = panel_source(cfg.genes, dataset)  # settings before any loading
+    slides = load_slides(dataset, cfg.preprocess.min_spot_counts)
+    exprs = {s.name: normalise(s, cfg.preprocess.target_sum, cfg.preprocess.log1p) for s in slides}
+    representation = setup.representation
+    plans = plan_folds(cfg, slides, exprs, source, setup.meta.trained_on,
+                       representation.select_panel if representation is not None else None)
+    gene_text: dict[tuple[str, ...], GeneText] = {}
+    if representation is not None:  # computed once per panel (and cached across runs)
+        for plan in plans:
+            if tuple(plan.panel) not in gene_text:
+                gene_text[tuple(plan.panel)] = representation.build(list(plan.panel))
+    return RunData(dataset, slides, exprs, plans, gene_text)
+
+
+def _log_config(cfg: DictConfig, setup: RunSetup, tracker: Any, parent: str) -> None:
+    """The resolved configuration (local paths included: the local MLflow run keeps them)."""
+    tracker.log_params(parent, flatten(to_container(cfg)))
+    if setup.representation is not None:
+        tracker.log_params(parent, {f"representation.{k}": str(v) for k, v in
+                                    setup.representation.record().items() if k != "dropped"})
+    tracker.log_text(parent, to_yaml(cfg), "config.yaml")
+
+
+def _run_folds(cfg: DictConfig, setup: RunSetup, data: RunData, cache: ArrayCache,
+               checkpoint: RunCheckpoint, tracker: Any, parent: str, progress: bool | None
+               ) -> tuple[list[dict], dict | None]:
+    """Every fold (finished ones from their checkpoints); the fold records and the encoder."""
+    fold_results = []
+    with progress_bars(progress) as task:
+        feature_info: dict = {}
+        features = compute_features(cfg, data.slides, setup.needs, cache, task, feature_info)
+        fold_run = FoldRun(cfg, setup.method_cls, data.by_name, data.exprs, features, tracker,
+                           parent, task)
+        advance_folds = task(f"folds ({setup.meta.name})", len(data.plans))
+        for plan in data.plans:
+            fold = checkpoint.load_fold(plan.index) if cfg.resume else None
+            if fold is None:
+                fold = _run_fold(fold_run, plan, data.gene_text.get(tuple(plan.panel)))
+                checkpoint.save_fold(plan.index, fold)
+            else:
+                fold["resumed"] = True
+                _record_resumed_fold(tracker, parent, fold)
+            fold_results.append(fold)
+            advance_folds()
+    return fold_results, feature_info.get("encoder")
 
 
 def _record_resumed_fold(tracker, parent: str, fold: dict) -> None:

@@ -130,6 +130,21 @@ def _fail_stale(study, stale_after_s: float) -> None:
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
 
 
+def _open_study(name: str, storage: str, sampler: str, seed: int, method_cls: type[Method],
+                pruner: str):
+    """Create or load the study ``name``; a storage that cannot be opened is a ConfigError."""
+    import optuna
+
+    try:
+        rdb = optuna.storages.RDBStorage(storage)
+    except Exception as exc:  # noqa: BLE001 - any storage failure is a configuration problem
+        raise ConfigError(f"cannot open the Optuna storage ({type(exc).__name__}: {exc})",
+                          where=redact(storage), fix="check tuning.storage") from exc
+    return optuna.create_study(study_name=name, storage=rdb, direction="maximize",
+                               sampler=_sampler(sampler, seed, method_cls),
+                               pruner=_pruner(pruner), load_if_exists=True)
+
+
 def tune(
     *,
     method_cls: type[Method],
@@ -153,14 +168,7 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not val.slides:
         raise ConfigError("tuning needs validation slides", fix="use split.n_val_slides >= 1")
-    try:
-        rdb = optuna.storages.RDBStorage(storage)
-    except Exception as exc:  # noqa: BLE001 - any storage failure is a configuration problem
-        raise ConfigError(f"cannot open the Optuna storage ({type(exc).__name__}: {exc})",
-                          where=redact(storage), fix="check tuning.storage") from exc
-    study = optuna.create_study(study_name=name, storage=rdb, direction="maximize",
-                                sampler=_sampler(sampler, seed, method_cls),
-                                pruner=_pruner(pruner), load_if_exists=True)
+    study = _open_study(name, storage, sampler, seed, method_cls, pruner)
     _fail_stale(study, stale_after_s)
     advance = make_ctx(lambda value, step: None).progress(  # a bar on a terminal only
         f"{method_cls.meta.name} trials", n_trials)
