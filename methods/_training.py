@@ -101,7 +101,8 @@ def run_epochs(module: torch.nn.Module, run_epoch: Callable[[int], float],
             at the end; its best ``state_dict`` is kept and restored.
         run_epoch: Runs epoch ``epoch``; returns its mean training loss.
         validate: The validation score (higher is better), called under ``torch.no_grad``;
-            ``None`` trains ``spec.max_epochs`` epochs without selection.
+            ``None`` trains ``spec.max_epochs`` epochs without selection. Runs under
+            ``torch.inference_mode`` (no autograd bookkeeping).
         spec: Epoch budget and stopping rule.
         ctx: Where ``train_loss`` / ``val_pcc`` are logged, pruning reports and progress go.
     """
@@ -118,7 +119,7 @@ def run_epochs(module: torch.nn.Module, run_epoch: Callable[[int], float],
         stop = False
         if validate is not None and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
             module.eval()
-            with torch.no_grad():
+            with torch.inference_mode():
                 score = float(validate())
             record["val_pcc"] = score
             ctx.log_metric("val_pcc", score, epoch)

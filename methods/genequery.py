@@ -141,6 +141,8 @@ class GeneQuery(Method):
             max_epochs: Upper bound on epochs (one step per training slide each).
             patience: Epochs without a better validation PCC before stopping.
             epochs_no_val: Epochs trained when no validation data is given.
+            eval_every: Validate every this many epochs (and after the last one); patience
+                still counts epochs.
             eval_chunk: (spot x gene) pairs evaluated at once in validation / prediction.
             scaling: Image-feature scaling from the training spots: ``global`` (centre,
                 one common scale), ``feature`` (per-dimension z-scores) or ``none``.
@@ -160,6 +162,7 @@ class GeneQuery(Method):
         max_epochs: int = bounded(300, ">= 1")
         patience: int = bounded(30, ">= 1")
         epochs_no_val: int = bounded(100, ">= 1")
+        eval_every: int = bounded(1, ">= 1")
         eval_chunk: int = bounded(65536, ">= 1")
         scaling: str = "global"
 
@@ -209,7 +212,7 @@ class GeneQuery(Method):
                 v_y, self._forward(v_x, v_text), v_index)
         run_epoch = self._epoch_runner(xs, ys, text, opt, gen)
         spec = LoopSpec("genequery", cfg.max_epochs if has_val else cfg.epochs_no_val,
-                        cfg.patience)
+                        cfg.patience, eval_every=cfg.eval_every)
         out = run_epochs(self._net, run_epoch, validate, spec, ctx)
         self.history_ = out.history
         if has_val:

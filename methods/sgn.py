@@ -249,6 +249,8 @@ class SGN(Method):
             max_epochs: Upper bound on epochs (one epoch = one step per training slide).
             patience: Epochs without a better validation PCC before stopping.
             epochs_no_val: Epochs trained when no validation slides/genes are given.
+            eval_every: Validate every this many epochs (and after the last one); patience
+                still counts epochs.
             scaling: Image-feature scaling from the training spots: ``global`` (centre,
                 one common scale), ``feature`` (per-dimension z-scores) or ``none``.
         """
@@ -273,6 +275,7 @@ class SGN(Method):
         max_epochs: int = bounded(300, ">= 1")
         patience: int = bounded(30, ">= 1")
         epochs_no_val: int = bounded(100, ">= 1")
+        eval_every: int = bounded(1, ">= 1")
         scaling: str = "global"
 
     @classmethod
@@ -349,7 +352,8 @@ class SGN(Method):
                 losses.append(float(loss.detach()))
             return float(np.mean(losses))
 
-        spec = LoopSpec("sgn", cfg.max_epochs if has_val else cfg.epochs_no_val, cfg.patience)
+        spec = LoopSpec("sgn", cfg.max_epochs if has_val else cfg.epochs_no_val, cfg.patience,
+                        eval_every=cfg.eval_every)
         out = run_epochs(self._net, run_epoch, validate, spec, ctx)
         self.history_ = out.history
         if has_val:

@@ -201,6 +201,62 @@ def test_padding_nuclei_changes_nothing() -> None:
     assert torch.all(aux2["nuclei_attn"][..., m:] == 0)
 
 
+def _nuclei_fusion_every_slot(fusion, h, nuclei, mask):
+    """Reference: embed EVERY slot (padding too), attend with the mask."""
+    tokens = fusion.token(nuclei)
+    a, w = fusion.attn(fusion.query(h)[:, None, :], tokens, mask)
+    count = mask.sum(-1, keepdim=True).to(h.dtype)
+    a = a[:, 0] + fusion.count(torch.log1p(count))
+    has = (count > 0).to(h.dtype)
+    gate = torch.sigmoid(fusion.gate(torch.cat([h, a], -1)))
+    return fusion.norm(h + has * gate * a), w[:, :, 0, :], gate * has
+
+
+@pytest.mark.parametrize("prefix", [True, False])
+def test_nuclei_fusion_real_slots_only_equals_every_slot(prefix) -> None:
+    """Packing the real nuclei (scattered masks too) gives the every-slot values and grads."""
+    from stbench.methods.alignst.model import NucleiFusion
+
+    gen = torch.Generator().manual_seed(3)
+    fusion = NucleiFusion(11, 32, 4, 0.0).eval()
+    n, m = 40, 9
+    counts = torch.randint(0, m + 1, (n,), generator=gen)
+    counts[:3] = 0
+    mask = torch.arange(m)[None] < counts[:, None]
+    if not prefix:  # real slots anywhere in the row
+        mask = mask[:, torch.randperm(m, generator=gen)]
+    nuclei = torch.randn(n, m, 11, generator=gen) * mask[..., None]
+    h = torch.randn(n, 32, generator=gen, requires_grad=True)
+    got = fusion(h, nuclei, mask)
+    want = _nuclei_fusion_every_slot(fusion, h, nuclei, mask)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    g1 = torch.autograd.grad(got[0].sum(), [h, *fusion.parameters()], allow_unused=True)
+    g2 = torch.autograd.grad(want[0].sum(), [h, *fusion.parameters()], allow_unused=True)
+    for a, b in zip(g1, g2):
+        if a is not None and b is not None:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_needs_for_follows_the_switches() -> None:
+    full = AlignST.needs_for(AlignST.Config())
+    assert full == AlignST.meta.needs and "nuclei" in full and "graph" in full
+    assert AlignST.needs_for(None) == AlignST.meta.needs
+    no_nuc = AlignST.needs_for(dataclasses.replace(AlignST.Config(), nuclei=False))
+    assert no_nuc == AlignST.meta.needs - {"nuclei"}
+    no_graph = AlignST.needs_for(dataclasses.replace(AlignST.Config(), graph=False))
+    assert no_graph == AlignST.meta.needs - {"graph"}
+    assert "graph" not in AlignST.needs_for(dataclasses.replace(AlignST.Config(), graph_layers=0))
+    assert AlignST.needs_for({"nuclei": False}) == AlignST.meta.needs - {"nuclei"}
+
+
+def test_eval_every_validates_every_k_epochs() -> None:
+    m, _, _ = _fit(_cfg(max_epochs=5, min_epochs=0, patience=10, eval_every=2),
+                   rich_problem(0))
+    validated = [h["epoch"] for h in m.history if "val_pcc" in h]
+    assert validated == [1, 3, 4]
+
+
 def test_padding_genes_and_tokens_changes_nothing() -> None:
     torch.manual_seed(0)
     cfg, spots, genes = _model_inputs()

@@ -61,6 +61,7 @@ def test_debug_shows_traceback(in_tmp):
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_run_ridge_on_demo_writes_json_and_mlflow(in_tmp):
     # a small demo on the handcrafted encoder: the entry point, the JSON and MLflow are the point

@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from stbench.run.runner import run
-from test_tuning import _cfg
+from helpers import tiny_config as _cfg  # a plain function: the spawned workers call it
 
 N_WORKERS = 4
 N_TRIALS = 8

@@ -58,13 +58,15 @@ def test_second_run_computes_nothing_and_inputs_change_the_key(tmp_path, monkeyp
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_features_cli_on_a_real_her2st_section(shared_dir, in_tmp):
+    # MiniLM over the 785 descriptions is most of the cost: 32 tokens each (default 128) keep
+    # the path (pooled and token states of the literature panel) at a quarter of it
     args = [sys.executable, "-m", "stbench", "features", "--dataset", "her2st",
             f"dataset.root={shared_dir / 'data' / 'her2st'}", "dataset.sections=[C3]",
-            f"cache.dir={in_tmp / 'cache'}", "--no-progress"]
+            f"cache.dir={in_tmp / 'cache'}", "genes.max_tokens=32", "--no-progress"]
     first = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=in_tmp)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "image (180, 1280)" in first.stdout
-    assert "literature panel of 785): pooled (785, 384), token states (785" in first.stdout
+    assert "literature panel of 785): pooled (785, 384), token states (785, 32, 384)" in first.stdout
     second = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=in_tmp)
     assert second.returncode == 0, second.stderr[-3000:]
     assert " 0 computed" in second.stdout

@@ -8,13 +8,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 SCRIPT = textwrap.dedent('''
     import os, sys, time
-    from stbench.plugins import DATASETS, METHODS
-    from stbench.testing import tiny_dataset_class
+    sys.path.insert(0, os.environ["STBENCH_TESTS_DIR"])
+    from helpers import register_tiny
+    from stbench.plugins import METHODS
     from stbench.methods.ridge import Ridge
 
     class SlowRidge(Ridge):
@@ -29,7 +31,7 @@ SCRIPT = textwrap.dedent('''
                     open(os.environ["FIT_LOG"] + ".hang", "w").close()
                     time.sleep(600)
 
-    DATASETS.register("tiny", tiny_dataset_class())
+    register_tiny()
     METHODS.register("slow_ridge", SlowRidge)
     from stbench.cli.app import main
     sys.exit(main(sys.argv[1:]))
@@ -40,7 +42,8 @@ def _start(tmp_path, env_extra, *args, dataset="tiny"):
     """``stbench run --method slow_ridge`` in a subprocess (also used by test_fault_injection)."""
     script = tmp_path / "runner.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, FIT_LOG=str(tmp_path / "fits.log"), **env_extra)
+    env = dict(os.environ, FIT_LOG=str(tmp_path / "fits.log"),
+               STBENCH_TESTS_DIR=str(Path(__file__).parent), **env_extra)
     return subprocess.Popen([sys.executable, str(script), "run", "--method", "slow_ridge",
                              "--dataset", dataset, "--no-progress", "genes.split=none", *args],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -87,6 +87,7 @@ def test_registered_as_supervised_references():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, overrides", [
     ("stnet", {}),
     ("histogene", HISTOGENE_SMALL),

@@ -224,15 +224,11 @@ def _plugin_defaults(method: str) -> dict | None:
 def default_label(result: dict) -> str:
     """A result's row name from its own settings alone: the method, with the method settings
     that differ from the plugin's defaults (``alignst (prompt_rounds=0)``)."""
-    from stbench.report.runs import short_text
-
     method = str(result.get("method"))
     defaults = _flatten(_plugin_defaults(method) or {})
     mine = _flatten((result.get("config") or {}).get("method") or {})
-    off = {k: v for k, v in sorted(mine.items()) if k != "name" and k in defaults
-           and canonical(defaults[k]) != canonical(v)}
-    shown = ", ".join(f"{k}={short_text(v, 24)}" for k, v in off.items())
-    return f"{method} ({shown})" if shown else method
+    return _row_name(method, {k: v for k, v in sorted(mine.items()) if k != "name"
+                              and k in defaults and canonical(defaults[k]) != canonical(v)})
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -267,7 +263,7 @@ def _key_params(rows: list[Row]) -> None:
             defaults_cache[r.method] = _plugin_defaults(r.method)
         defaults = _flatten(defaults_cache[r.method] or {})
         mine = mflat[r.row_id]
-        params = {}
+        params, shown = {}, {}
         for k in sorted(mine):
             if k == "name":
                 continue
@@ -275,22 +271,27 @@ def _key_params(rows: list[Row]) -> None:
                            and canonical(defaults[k]) != canonical(mine[k]))
             if k in varying or off_default:
                 params[k] = mine[k]
+            # the name: what differs from the defaults where they are known, else what varies
+            if off_default or (k in varying and not (defaults and k in defaults)):
+                shown[k] = mine[k]
         for k in sorted(board_varying):
-            params[k] = flat[r.row_id].get(k)
+            params[k] = shown[k] = flat[r.row_id].get(k)
         r.params = params
-    _name_rows(rows)
+        r.name = _row_name(r.method, shown)
+    _dedupe_names(rows)
 
 
-def _name_rows(rows: list[Row]) -> None:
-    """Row names: the method alone when it runs its defaults, else the method with the
-    settings that tell it apart (``alignst (prompt_rounds=0)``); the config hash is added
-    where two rows would otherwise read the same."""
+def _row_name(method: str, shown: dict[str, Any]) -> str:
+    """``method`` or ``method (k=v, ...)`` (nested keys by their last part)."""
     from stbench.report.runs import short_text
 
-    for r in rows:
-        shown = ", ".join(f"{k.rsplit('.', 1)[-1] if k.count('.') > 1 else k}="
-                          f"{short_text(v, 24)}" for k, v in r.params.items())
-        r.name = f"{r.method} ({shown})" if shown else r.method
+    text = ", ".join(f"{k.rsplit('.', 1)[-1] if k.count('.') > 1 else k}={short_text(v, 24)}"
+                     for k, v in shown.items())
+    return f"{method} ({text})" if text else method
+
+
+def _dedupe_names(rows: list[Row]) -> None:
+    """Add the config hash where two rows would otherwise read the same."""
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.name] = counts.get(r.name, 0) + 1

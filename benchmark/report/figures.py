@@ -100,9 +100,25 @@ def reference_maps(board: Board) -> tuple[GeneMap, GeneMap] | None:
     return best, worst
 
 
+def _marker_size(fig: Any, x: np.ndarray, y: np.ndarray) -> float:
+    """Scatter marker area (points²) that makes neighbouring spots about touch in a panel of
+    a 2 x 2 grid with equal aspect."""
+    from scipy.spatial import cKDTree
+
+    if len(x) < 2:
+        return 40.0
+    xy = np.column_stack([x, y])
+    dist, _ = cKDTree(xy).query(xy, k=2)
+    spacing = float(np.median(dist[:, 1]))
+    span_x, span_y = max(np.ptp(x), spacing), max(np.ptp(y), spacing)
+    axis_w, axis_h = fig.get_figwidth() * 72 * 0.34, fig.get_figheight() * 72 * 0.34
+    per_unit = min(axis_w / span_x, axis_h / span_y)
+    return float(np.clip((0.9 * spacing * per_unit) ** 2, 2.0, 400.0))
+
+
 def _panel(fig: Any, pos: int, m: GeneMap, values: np.ndarray, title: str) -> None:
     ax = fig.add_subplot(2, 2, pos)
-    size = max(4.0, 2400.0 / max(len(values), 1))
+    size = _marker_size(fig, m.x, m.y)
     sc = ax.scatter(m.x, m.y, c=values, s=size, cmap="viridis", marker="h", linewidths=0)
     ax.invert_yaxis()
     ax.set_aspect("equal")

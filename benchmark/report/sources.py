@@ -24,6 +24,7 @@ each run is linked to its page in the MLflow UI.
 from __future__ import annotations
 
 import tempfile
+from typing import Any
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,7 +192,7 @@ def load_mlflow_runs(uri: str, dataset: str, experiment: str | None = None,
     return Sources(deduped, 0, superseded, [uri], uri, base)
 
 
-def _download_result(client, run_id: str, folder: Path) -> Run | None:
+def _download_result(client: Any, run_id: str, folder: Path) -> Run | None:
     """The run's ``result.json`` artifact loaded as a :class:`Run`, or ``None`` when absent."""
     dest = folder / run_id
     dest.mkdir(parents=True, exist_ok=True)

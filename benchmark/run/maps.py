@@ -2,11 +2,12 @@
 
 Each fold records, for one test section (the one with most spots), the measured and predicted
 expression of its best and worst evaluated genes (by the fold's per-gene PCC) at every spot,
-with the spots' pixel coordinates. Arrays are stored as base64 of little-endian ``float32``
-(coordinates) and ``float16`` (values: plotting precision, about 3 significant digits), so a
-map of 600 spots costs about 3 kB. When the run is assembled, :func:`keep_extremes` keeps only
-the maps of the run's overall best and worst gene (per-gene PCC averaged over folds), so a
-result carries at most two maps whatever its number of folds.
+with the spots' pixel coordinates. Arrays are stored as URL-safe base64 (no ``/``, so never
+mistaken for a path) of little-endian ``float32`` (coordinates) and ``float16`` (values:
+plotting precision, about 3 significant digits), so a map of 600 spots costs about 3 kB.
+When the run is assembled, :func:`keep_extremes` keeps only the maps of the run's overall best
+and worst gene (per-gene PCC averaged over folds), so a result carries at most two maps
+whatever its number of folds.
 
 Layout of ``folds[i]["maps"]``::
 
@@ -27,13 +28,16 @@ __all__ = ["decode", "encode", "fold_maps", "keep_extremes"]
 
 
 def encode(values: Any, dtype: str) -> str:
-    """A 1-D array as base64 of little-endian ``dtype``."""
-    return base64.b64encode(np.asarray(values, dtype=f"<{dtype}").ravel().tobytes()).decode("ascii")
+    """A 1-D array as URL-safe base64 (no ``/``: never mistaken for a path) of little-endian
+    ``dtype``."""
+    raw = np.asarray(values, dtype=f"<{dtype}").ravel().tobytes()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
 def decode(text: str, dtype: str) -> np.ndarray:
-    """The inverse of :func:`encode` (as float64)."""
-    return np.frombuffer(base64.b64decode(text), dtype=f"<{dtype}").astype(np.float64)
+    """The inverse of :func:`encode` (as float64); plain base64 is read too."""
+    raw = base64.b64decode(text.replace("-", "+").replace("_", "/"))
+    return np.frombuffer(raw, dtype=f"<{dtype}").astype(np.float64)
 
 
 def fold_maps(sections: Sequence[str], spatial: np.ndarray, y_true: np.ndarray,

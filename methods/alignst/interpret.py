@@ -132,27 +132,8 @@ def explain(method: AlignST, bundle: Bundle, gene: str, out_dir: str | Path, *,
     path_expr = out / f"{_safe(gene)}_expression.png"
     fig.savefig(path_expr)
 
-    view, pred, aux, ctx_genes = results[0]
-    n_show = max(1, min(top_spots, 4))
-    fig = _figure(3.4 * n_show + 0.6, 7.6)
-    fig.set_layout_engine("constrained")
-    grid = fig.add_gridspec(2, 2 * n_show + 1, height_ratios=[1.0, 1.05])
-    patch_axes = [fig.add_subplot(grid[0, 2 * k:2 * k + 2]) for k in range(n_show)]
-    ax_gate = fig.add_subplot(grid[1, :n_show])
-    ax_gene = fig.add_subplot(grid[1, n_show:])
-    if "nuclei_attn" in aux:
-        image, scale = (images or {}).get(view.name), 1.0
-        if image is None and view.name in thumbnails:  # the thumbnail, at its resolution
-            image, scale = thumbnails[view.name], thumbnail_scale
-        _nuclei_patches(fig, patch_axes, method, view, aux, pred, gene, image, patch_um, scale)
-        gate = aux["nuclei_gate"].mean(1)
-        _spatial(ax_gate, fig, view.spatial, gate, "nuclei gate (mean over channels)", None, 1.0)
-    else:
-        for ax in patch_axes:
-            _off(ax, "")
-        _off(patch_axes[0], "nuclei stage off / no nuclei features")
-        _off(ax_gate, "nuclei stage off / no nuclei features")
-    _interaction_panel(ax_gene, aux, ctx_genes, gene, top_genes)
+    fig = _attention_figure(method, results[0], gene, thumbnails, thumbnail_scale, top_spots,
+                            top_genes, images, patch_um)
     path_attn = out / f"{_safe(gene)}_attention.png"
     fig.savefig(path_attn)
     return [path_expr, path_attn]
@@ -174,8 +155,9 @@ def _spot_patch(image: np.ndarray | None, centre: np.ndarray, half: float) -> np
     return out
 
 
-def _nuclei_patches(fig, axes, method: AlignST, view, aux: dict, pred: np.ndarray, gene: str,
-                    image: np.ndarray | None, patch_um: float, scale: float = 1.0) -> None:
+def _nuclei_patches(fig: Any, axes: list, method: AlignST, view: Any, aux: dict,
+                    pred: np.ndarray, gene: str, image: np.ndarray | None, patch_um: float,
+                    scale: float = 1.0) -> None:
     """One panel per top spot: its patch with the segmented nuclei coloured by attention
     (``image`` is the H&E at ``scale`` times the spot coordinates' resolution)."""
     from matplotlib import cm
@@ -223,7 +205,8 @@ def _nuclei_patches(fig, axes, method: AlignST, view, aux: dict, pred: np.ndarra
     fig.colorbar(sm, ax=list(axes), fraction=0.02, pad=0.01, label="nucleus attention")
 
 
-def _interaction_panel(ax, aux: dict, ctx_genes: list[str], gene: str, top_genes: int) -> None:
+def _interaction_panel(ax: Any, aux: dict, ctx_genes: list[str], gene: str,
+                       top_genes: int) -> None:
     """The attention of ``gene`` over the context genes it is predicted with."""
     if "interaction_attn" not in aux:
         _off(ax, "gene interaction off (method.gene_interaction=false)")
@@ -239,3 +222,32 @@ def _interaction_panel(ax, aux: dict, ctx_genes: list[str], gene: str, top_genes
     ax.set_title(f"gene interaction at test time: {gene} over its {len(ctx_genes) - 1} context "
                  f"genes (top {len(order)}; self {row[0]:.3f})", fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
+
+
+def _attention_figure(method: AlignST, result: tuple, gene: str, thumbnails: dict,
+                      thumbnail_scale: float, top_spots: int, top_genes: int,
+                      images: dict[str, np.ndarray] | None, patch_um: float) -> Any:
+    """Nuclei of the top spots on their patches, the nuclei gate map and the gene-interaction
+    panel, for the first slide's ``result`` ``(view, pred, aux, context genes)``."""
+    view, pred, aux, ctx_genes = result
+    n_show = max(1, min(top_spots, 4))
+    fig = _figure(3.4 * n_show + 0.6, 7.6)
+    fig.set_layout_engine("constrained")
+    grid = fig.add_gridspec(2, 2 * n_show + 1, height_ratios=[1.0, 1.05])
+    patch_axes = [fig.add_subplot(grid[0, 2 * k:2 * k + 2]) for k in range(n_show)]
+    ax_gate = fig.add_subplot(grid[1, :n_show])
+    ax_gene = fig.add_subplot(grid[1, n_show:])
+    if "nuclei_attn" in aux:
+        image, scale = (images or {}).get(view.name), 1.0
+        if image is None and view.name in thumbnails:  # the thumbnail, at its resolution
+            image, scale = thumbnails[view.name], thumbnail_scale
+        _nuclei_patches(fig, patch_axes, method, view, aux, pred, gene, image, patch_um, scale)
+        gate = aux["nuclei_gate"].mean(1)
+        _spatial(ax_gate, fig, view.spatial, gate, "nuclei gate (mean over channels)", None, 1.0)
+    else:
+        for ax in patch_axes:
+            _off(ax, "")
+        _off(patch_axes[0], "nuclei stage off / no nuclei features")
+        _off(ax_gate, "nuclei stage off / no nuclei features")
+    _interaction_panel(ax_gene, aux, ctx_genes, gene, top_genes)
+    return fig

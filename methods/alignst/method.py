@@ -92,7 +92,7 @@ class AlignST(Method):
             "Transcriptomics Prediction (ALIGN-ST), MICCAI 2025; stbench re-implementation "
             "from the paper's description"
         ),
-        version="2",
+        version="3",
         trained_on="seen",
     )
 
@@ -118,6 +118,8 @@ class AlignST(Method):
             max_epochs / patience / min_epochs: Early stopping on the validation mean PCC of
                 the validation genes, never before ``min_epochs`` (``max_epochs`` fixed epochs
                 when there is no validation data); the best epoch's weights are restored.
+            eval_every: Validate every this many epochs (and after the last one); patience
+                and ``min_epochs`` still count epochs.
             min_steps_per_epoch: Small gene sets repeat the gene-chunk pass within an
                 epoch until an epoch has at least this many optimiser steps.
             lambda_pcc: Weight of ``1 - mean per-gene PCC`` (over the spots of the slide).
@@ -160,6 +162,7 @@ class AlignST(Method):
         max_epochs: int = bounded(60, ">= 1")
         patience: int = bounded(10, ">= 1")
         min_epochs: int = bounded(10, ">= 0")
+        eval_every: int = bounded(1, ">= 1")
         min_steps_per_epoch: int = bounded(4, ">= 1")
         lambda_pcc: float = bounded(0.5, ">= 0")
         lambda_align: float = bounded(0.1, ">= 0")
@@ -175,6 +178,30 @@ class AlignST(Method):
         scaling: str = "feature"
         device: str = "auto"
         threads: int = bounded(0, ">= 0")
+
+    @classmethod
+    def needs_for(cls, config: Any = None) -> frozenset[str]:
+        """``meta.needs`` less what ``config`` switches off: ``nuclei`` when
+        ``config.nuclei`` is false, ``graph`` when ``config.graph`` is false or
+        ``config.graph_layers`` is 0 (the harness then neither computes nor records them).
+
+        Args:
+            config: An ``AlignST.Config`` (or any object with those attributes, or a mapping);
+                ``None`` gives the default config's needs.
+        """
+        def get(name: str, default: Any) -> Any:
+            if isinstance(config, dict):
+                return config.get(name, default)
+            return getattr(config, name, default)
+
+        needs = set(cls.meta.needs)
+        if config is None:
+            return frozenset(needs)
+        if not get("nuclei", True):
+            needs.discard("nuclei")
+        if not get("graph", True) or int(get("graph_layers", 1)) == 0:
+            needs.discard("graph")
+        return frozenset(needs)
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -362,7 +389,7 @@ class AlignST(Method):
             validate = lambda: self._val_score(val_batches, val_y, list(val.genes))  # noqa: E731
         run_epoch, self._steps_per_epoch = self._epoch_runner(model, slides, rng)
         spec = LoopSpec("alignst", cfg.max_epochs, cfg.patience, min_epochs=cfg.min_epochs,
-                        min_delta=1e-6)
+                        min_delta=1e-6, eval_every=cfg.eval_every)
         out = run_epochs(model, run_epoch, validate, spec, ctx)
         self.history = out.history
         if use_val:

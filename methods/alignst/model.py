@@ -186,7 +186,8 @@ class NucleiFusion(nn.Module):
         kv = self.attn.kv(self.token(nuclei[mask]))  # (n_real, 2d)
         kv = kv.new_zeros(*pmask.shape, kv.shape[-1]).index_put((pmask,), kv)
         k, v = kv.chunk(2, -1)
-        a, wp = self.attn.attend(self.query(h)[:, None, :], k, v, pmask)  # (n,1,d), (n,H,1,M')
+        q = self.attn.q(self.query(h)[:, None, :])
+        a, wp = self.attn.attend(q, k, v, pmask)  # (n, 1, d), (n, H, 1, M')
         w = wp[:, :, 0]
         if packed:  # back to the input's slot order
             real = w.transpose(1, 2)[pmask]  # (n_real, H)
