@@ -79,7 +79,7 @@ def test_run_with_a_panel_file_on_a_root_without_literature_panel(her2st_without
 def test_features_with_a_panel_file_on_a_root_without_literature_panel(her2st_without_panel, in_tmp, capsys):
     root, panel = her2st_without_panel
     code = main(["features", "--dataset", "her2st", f"dataset.root={root}", "genes.panel=file",
-                 f"genes.panel_file={panel}", "genes.text_encoder=tfidf", "--kinds", "gene_text",
+                 f"genes.panel_file={panel}", "genes.representation=tfidf", "--kinds", "gene_text",
                  "--no-progress"])
     out = capsys.readouterr()
     assert code == 0, out.err

@@ -21,7 +21,7 @@ def test_run_json_holds_no_absolute_path(tmp_path, in_tmp, capsys):
     unseen.parent.mkdir()
     argv = ["run", "--method", "bilinear", "--dataset", "demo", "encoder=handcrafted",
             f"tracking.dir={tmp_path / 'store'}", f"cache.dir={tmp_path / 'cache'}",
-            "genes.text_encoder=tfidf", "--json", str(tmp_path / "out.json"), "--no-progress"]
+            "genes.representation=tfidf", "--json", str(tmp_path / "out.json"), "--no-progress"]
     assert main(argv) == 0, capsys.readouterr().err
     first = json.loads((tmp_path / "out.json").read_text())
     unseen.write_text("\n".join(first["genes"]["unseen"][:10]) + "\n")

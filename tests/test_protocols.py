@@ -49,7 +49,7 @@ def _trials(store) -> dict[str, int]:
 @pytest.mark.integration
 def test_tuning_budget_spent_once_per_outer_fold_and_reused(in_tmp, capsys):
     base = ["run", "--method", "bilinear", "--dataset", "demo", "encoder=handcrafted",
-            "genes.text_encoder=tfidf", "split=holdout", "split.test=[P2_B]", "genes.split=kfold",
+            "genes.representation=tfidf", "split=holdout", "split.test=[P2_B]", "genes.split=kfold",
             "genes.k=2", "split_seed=0", "tuning.n_trials=2", "tuning.seed=0",
             "--no-progress"]
     assert main([*base, "seed=0", "--json", "s0.json"]) == 0, capsys.readouterr().err

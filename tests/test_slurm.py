@@ -47,7 +47,7 @@ def test_sweep_on_slurm_reaches_the_board(slurm_env, in_tmp, postgres_url):
             "--dataset", "demo", "--seeds", "0,1", "--launcher", "submitit_slurm",
             "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=20",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
-            "encoder=handcrafted", "genes.text_encoder=tfidf", "split=holdout",
+            "encoder=handcrafted", "genes.representation=tfidf", "split=holdout",
             "split.test=[P2_B]", "threads=1", "tuning.n_trials=2", "tuning.seed=0",
             "split_seed=0", f"tuning.storage={storage}"]
     proc = subprocess.run(args, cwd=in_tmp, env=env, capture_output=True, text=True, timeout=600)

@@ -428,3 +428,14 @@ def test_sgn_weight_generator_cls_shortcut_equals_full_encoder():
     head = gen.head(gen.encoder(seq, src_key_padding_mask=~keep)[:, 0])
     torch.testing.assert_close(w, torch.nn.functional.normalize(head[:, :16], dim=1))
     torch.testing.assert_close(b, head[:, 16])
+
+
+@pytest.mark.parametrize("cls, small", [(SGN, SGN_SMALL), (GeneQuery, GQ_SMALL)],
+                         ids=["sgn", "genequery"])
+def test_eval_every_validates_every_k_epochs(cls, small):
+    """``eval_every = 2``: validation after epochs 1, 3 and the last one; patience in epochs."""
+    train, val, test, unseen, truth, ctx = _problem_bundles(0)
+    m = cls(cls.Config(**{**small, "max_epochs": 6, "patience": 50, "eval_every": 2}))
+    m.fit(train, val, ctx)
+    assert [h["epoch"] for h in m.history_ if "val_pcc" in h] == [1, 3, 5]
+    assert m.best_epoch_ in (1, 3, 5)

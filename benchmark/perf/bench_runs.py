@@ -20,7 +20,7 @@ For every run it prints the wall time, the child's CPU time (user + system) and 
     python -m stbench.perf.bench_runs --mode warm --cache-dir DIR # warm only, on a filled cache
     python -m stbench.perf.bench_runs --dry-run                   # print the commands only
     python -m stbench.perf.bench_runs --method mean_expression --dataset demo --root "" \\
-        --split holdout --test P2_B --extra encoder=handcrafted genes.text_encoder=tfidf
+        --split holdout --test P2_B --extra encoder=handcrafted genes.representation=tfidf
 
 The all-methods her2st sweep is timed with the board script (it prints each row's wall time):
 

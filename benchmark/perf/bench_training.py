@@ -17,7 +17,7 @@ epoch, so setup (feature scaling, text caching, graph building, model constructi
 excluded; it is reported separately. The table gives the fastest epoch (the first one pays
 one-off allocation) as wall-clock AND process CPU time.
 
-What an epoch is differs: ``alignst`` (version 2) visits every (slide, gene) pair once, in
+What an epoch is differs: ``alignst`` (version 3) visits every (slide, gene) pair once, in
 steps of ``genes_per_step`` = 64 genes taken on EVERY training slide (the chunk's description
 tokens are projected once per step; its epoch grows with slides x genes); ``sgn`` takes one
 step per slide with 64 sampled genes. The gene-scaling runs therefore vary the
@@ -30,6 +30,8 @@ Configurations:
   bound, a zero-shot fold trains on the seen genes only);
 * ``cscc``: 12 slides, 8,700 spots (725 a slide), the 171-gene cSCC panel (its size is read
   from ``$STBENCH_SHARED/data/panels/cscc_171.txt`` when present);
+* ``cscc4x``: the same 12 slides with 4x the spots (2,900 a slide, 34,800 in all); the
+  exponent ``log(epoch_4x / epoch) / log 4`` is printed (1 = linear in spots);
 * scaling in spots (``--scaling-slides`` = 1 slide, 128 genes; spots from ``--spots-grid``,
   250 500 1000 2000) and in genes (1 slide x 250 spots; genes from ``--genes-grid``: 64-512
   for ``alignst``, 32-256 for ``sgn``, whose one step holds them all), with the log-log slope of
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -250,6 +253,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, dict]]:
             else:
                 out.append(("her2st", dict(method=m, slides=5, spots=250, genes=785, epochs=e)))
                 out.append(("cscc", dict(method=m, slides=12, spots=725, genes=cscc, epochs=e)))
+                out.append(("cscc4x", dict(method=m, slides=12, spots=4 * 725, genes=cscc,
+                                           epochs=e)))
         if args.only in ("all", "scaling"):
             genes0 = 16 if quick else 128
             spots0 = 40 if quick else 250
@@ -335,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
                     fit, last = slope([p[key] for p in pts], [p[f"best_epoch_{measure}_s"] for p in pts])
                     exponents.setdefault(m, {})[f"{group}_{measure}"] = fit
                     exponents[m][f"{group}_{measure}_last_pair"] = last
+    for m in args.methods:
+        base = [r for r in results if r["method"] == m and r["group"] == "cscc"]
+        big = [r for r in results if r["method"] == m and r["group"] == "cscc4x"]
+        if base and big:
+            for measure in ("wall", "cpu"):
+                ratio = big[0][f"best_epoch_{measure}_s"] / max(base[0][f"best_epoch_{measure}_s"], 1e-9)
+                exponents.setdefault(m, {})[f"cscc4x_{measure}"] = math.log(ratio) / math.log(4.0)
     print(f"load average (1, 5, 15 min): %.1f, %.1f, %.1f on %d CPUs; one torch thread; "
           f"{args.epochs} epoch(s) a configuration, no validation; best epoch shown"
           % (*os.getloadavg(), os.cpu_count() or 0))
@@ -343,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         erows = []
         for m, ex in exponents.items():
+            if "cscc4x_cpu" in ex:
+                erows.append([m, "cscc -> 4x spots", f"{ex['cscc4x_cpu']:.2f}",
+                              f"{ex['cscc4x_wall']:.2f}", "", ""])
             for group in ("spots", "genes"):
                 if f"{group}_cpu" in ex:
                     erows.append([m, group, f"{ex[f'{group}_cpu']:.2f}", f"{ex[f'{group}_wall']:.2f}",

@@ -359,7 +359,7 @@ def _run_fold(run: FoldRun, plan: FoldPlan, gene_text: GeneText | None) -> dict:
         tracker.log_text(child, ev.per_gene.to_csv(index=False), "per_gene.csv")
         if run.cfg.explain_genes > 0 and hasattr(method, "explain") and tracker.uri:
             _explain(method, plan, test, run.exprs, run.by_name, ev.per_gene,
-                     run.cfg.explain_genes, tracker, child)
+                     run.cfg.explain_genes, tracker, child, run.cfg.features.patch_um)
         ok = True
         return {**_fold_record(plan, ev, runtime, tuning, reused), "maps": maps}
     finally:
@@ -449,7 +449,7 @@ def _generic(slide: Slide, expr: Expression, panel: list[str]) -> np.ndarray:
 
 
 def _explain(method, plan, test: Bundle, exprs, by_name, per_gene, n_genes: int, tracker,
-             run_id: str) -> None:
+             run_id: str, patch_um: float = 112.0) -> None:
     """Interpretability PNGs (measured vs predicted maps on the H&E thumbnail, attention)
     for the ``n_genes`` best-predicted evaluated genes, logged under ``explain/``.
 
@@ -459,19 +459,21 @@ def _explain(method, plan, test: Bundle, exprs, by_name, per_gene, n_genes: int,
     import tempfile
 
     genes = list(per_gene.sort_values("pcc", ascending=False)["gene"][:n_genes])
-    thumbs, scale = {}, 1.0
+    thumbs, images, scale = {}, {}, 1.0
     for view in test.slides:
         image = by_name[view.name].image
         width, height = image.size
         scale = min(1.0, 1200 / max(width, height))
         step = max(1, int(round(1 / scale)))
-        thumbs[view.name] = image.read()[::step, ::step]
+        images[view.name] = image.read()  # nuclei are drawn on full-resolution patches
+        thumbs[view.name] = images[view.name][::step, ::step]
         scale = 1.0 / step
     with tempfile.TemporaryDirectory() as tmp:
         for gene in genes:
             shown = Bundle([dataclasses.replace(v, expression=exprs[v.name].select([gene])[0])
                             for v in test.slides], [gene])
-            for path in method.explain(shown, gene, tmp, thumbnails=thumbs, thumbnail_scale=scale):
+            for path in method.explain(shown, gene, tmp, thumbnails=thumbs, thumbnail_scale=scale,
+                                       images=images, patch_um=patch_um):
                 tracker.log_file(run_id, path, "explain")
 
 

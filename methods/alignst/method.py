@@ -458,25 +458,35 @@ class AlignST(Method):
             losses = []
             for _ in range(passes):
                 for chunk in np.array_split(rng.permutation(n_genes), n_chunks):
-                    loss = self._step_loss(slides, sorted(chunk.tolist()), rng)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    losses.append(self._step_backward(slides, sorted(chunk.tolist()), rng))
                     if cfg.grad_clip > 0:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     opt.step()
                     sched.step()
-                    losses.append(float(loss.detach()))
             return float(np.mean(losses))
 
         return run_epoch, steps_per_epoch
 
-    def _step_loss(self, slides: list[SpotBatch], cols: list[int],
-                   rng: np.random.Generator) -> torch.Tensor:
-        """Mean over the training slides of :meth:`_loss` on the gene columns ``cols``."""
+    def _step_backward(self, slides: list[SpotBatch], cols: list[int],
+                       rng: np.random.Generator) -> float:
+        """Back-propagate the mean over the training slides of :meth:`_loss` on the gene
+        columns ``cols``; returns that mean.
+
+        The chunk's token work (:meth:`AlignSTModel.prepare_genes`) runs once; each slide's
+        loss / n_slides is back-propagated as soon as it is computed (the token graph is
+        retained until the last slide), so only ONE slide's activations are alive at a time:
+        the same gradients as back-propagating the mean, with memory bounded by the largest
+        slide instead of the sum of all training slides.
+        """
         gb = self._gene_batch([self._train_genes[c] for c in cols])
         tokens = self.model.prepare_genes(gb)
-        losses = [self._loss(s, gb, tokens, cols, rng) for s in slides]
-        return torch.stack(losses).mean()
+        total = 0.0
+        for i, s in enumerate(slides):
+            loss = self._loss(s, gb, tokens, cols, rng) / len(slides)
+            loss.backward(retain_graph=i + 1 < len(slides))
+            total += float(loss.detach())
+        return total
 
     def _loss(self, s: SpotBatch, gb: GeneBatch, tokens: GeneTokens, cols: list[int],
               rng: np.random.Generator) -> torch.Tensor:
