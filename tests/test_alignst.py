@@ -495,3 +495,16 @@ def test_learns_unseen_genes_on_tiny_problem() -> None:
     theirs = pcc(y, base.predict(test, unseen)).mean()
     assert ours > 0.6, ours
     assert ours > theirs - 0.15, (ours, theirs)
+
+
+def test_shared_chunk_steps_is_one_step_per_chunk() -> None:
+    """Default: one step per (slide, chunk); ``shared_chunk_steps``: one per chunk, all slides."""
+    prob = rich_problem(0)
+    per_slide, _, _ = _fit(_cfg(max_epochs=1, min_epochs=0, genes_per_step=4), prob)
+    shared, test, unseen = _fit(_cfg(max_epochs=1, min_epochs=0, genes_per_step=4,
+                                     shared_chunk_steps=True), prob)
+    train = split(prob)[0]
+    chunks = -(-len(train.genes) // 4)
+    assert per_slide._steps_per_epoch == chunks * len(train.slides)
+    assert shared._steps_per_epoch == chunks
+    assert np.isfinite(shared.predict(test, unseen)).all()

@@ -18,8 +18,8 @@ excluded; it is reported separately. The table gives the fastest epoch (the firs
 one-off allocation) as wall-clock AND process CPU time.
 
 What an epoch is differs: ``alignst`` (version 3) visits every (slide, gene) pair once, in
-steps of ``genes_per_step`` = 64 genes taken on EVERY training slide (the chunk's description
-tokens are projected once per step; its epoch grows with slides x genes); ``sgn`` takes one
+steps of one slide x ``genes_per_step`` = 64 genes (``shared_chunk_steps=True``: the chunk on
+EVERY training slide per step; either way its epoch grows with slides x genes); ``sgn`` takes one
 step per slide with 64 sampled genes. The gene-scaling runs therefore vary the
 genes TRAINED per slide-epoch: ``alignst`` with that many training genes, ``sgn`` with that
 many training genes AND ``genes_per_step`` set to it.
@@ -278,6 +278,36 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
                      + [line(r) for r in rows])
 
 
+def _cscc4x_exponents(results: list[dict], methods: list[str],
+                      exponents: dict[str, dict[str, float]]) -> None:
+    """Add ``cscc4x_{wall,cpu}`` = log(epoch_4x / epoch_cscc) / log 4 per method (in place)."""
+    for m in methods:
+        base = [r for r in results if r["method"] == m and r["group"] == "cscc"]
+        big = [r for r in results if r["method"] == m and r["group"] == "cscc4x"]
+        if base and big:
+            for measure in ("wall", "cpu"):
+                ratio = big[0][f"best_epoch_{measure}_s"] / max(base[0][f"best_epoch_{measure}_s"], 1e-9)
+                exponents.setdefault(m, {})[f"cscc4x_{measure}"] = math.log(ratio) / math.log(4.0)
+
+
+def _print_exponents(exponents: dict[str, dict[str, float]]) -> None:
+    """Print the scaling-exponent table (nothing when there are no exponents)."""
+    if exponents:
+        print()
+        erows = []
+        for m, ex in exponents.items():
+            if "cscc4x_cpu" in ex:
+                erows.append([m, "cscc -> 4x spots", f"{ex['cscc4x_cpu']:.2f}",
+                              f"{ex['cscc4x_wall']:.2f}", "", ""])
+            for group in ("spots", "genes"):
+                if f"{group}_cpu" in ex:
+                    erows.append([m, group, f"{ex[f'{group}_cpu']:.2f}", f"{ex[f'{group}_wall']:.2f}",
+                                  f"{ex[f'{group}_cpu_last_pair']:.2f}",
+                                  f"{ex[f'{group}_wall_last_pair']:.2f}"])
+        print(_table(["method", "scaling in", "exponent (CPU)", "exponent (wall)",
+                      "last pair (CPU)", "last pair (wall)"], erows))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["alignst", "sgn"], choices=["alignst", "sgn"])
@@ -340,31 +370,12 @@ def main(argv: list[str] | None = None) -> int:
                     fit, last = slope([p[key] for p in pts], [p[f"best_epoch_{measure}_s"] for p in pts])
                     exponents.setdefault(m, {})[f"{group}_{measure}"] = fit
                     exponents[m][f"{group}_{measure}_last_pair"] = last
-    for m in args.methods:
-        base = [r for r in results if r["method"] == m and r["group"] == "cscc"]
-        big = [r for r in results if r["method"] == m and r["group"] == "cscc4x"]
-        if base and big:
-            for measure in ("wall", "cpu"):
-                ratio = big[0][f"best_epoch_{measure}_s"] / max(base[0][f"best_epoch_{measure}_s"], 1e-9)
-                exponents.setdefault(m, {})[f"cscc4x_{measure}"] = math.log(ratio) / math.log(4.0)
+    _cscc4x_exponents(results, args.methods, exponents)
     print(f"load average (1, 5, 15 min): %.1f, %.1f, %.1f on %d CPUs; one torch thread; "
           f"{args.epochs} epoch(s) a configuration, no validation; best epoch shown"
           % (*os.getloadavg(), os.cpu_count() or 0))
     print(_table(header, rows))
-    if exponents:
-        print()
-        erows = []
-        for m, ex in exponents.items():
-            if "cscc4x_cpu" in ex:
-                erows.append([m, "cscc -> 4x spots", f"{ex['cscc4x_cpu']:.2f}",
-                              f"{ex['cscc4x_wall']:.2f}", "", ""])
-            for group in ("spots", "genes"):
-                if f"{group}_cpu" in ex:
-                    erows.append([m, group, f"{ex[f'{group}_cpu']:.2f}", f"{ex[f'{group}_wall']:.2f}",
-                                  f"{ex[f'{group}_cpu_last_pair']:.2f}",
-                                  f"{ex[f'{group}_wall_last_pair']:.2f}"])
-        print(_table(["method", "scaling in", "exponent (CPU)", "exponent (wall)",
-                      "last pair (CPU)", "last pair (wall)"], erows))
+    _print_exponents(exponents)
     total = time.perf_counter() - t0
     print(f"\ntotal {total:.0f} s")
     if args.json:

@@ -120,6 +120,12 @@ class AlignST(Method):
                 when there is no validation data); the best epoch's weights are restored.
             eval_every: Validate every this many epochs (and after the last one); patience
                 and ``min_epochs`` still count epochs.
+            shared_chunk_steps: False (default, the version-1 optimisation): a step is one
+                training slide x one gene chunk, slides in random order. True (version 2): a
+                step takes its gene chunk on EVERY training slide (the chunk's token work
+                runs once; the step's loss is the mean over slides). True is about 1.35x
+                cheaper per epoch but takes n_slides times fewer optimiser steps, and was
+                measurably less accurate on the demo (seed 0: unseen pcc_mean 0.330 vs 0.427).
             min_steps_per_epoch: Small gene sets repeat the gene-chunk pass within an
                 epoch until an epoch has at least this many optimiser steps.
             lambda_pcc: Weight of ``1 - mean per-gene PCC`` (over the spots of the slide).
@@ -163,6 +169,7 @@ class AlignST(Method):
         patience: int = bounded(10, ">= 1")
         min_epochs: int = bounded(10, ">= 0")
         eval_every: int = bounded(1, ">= 1")
+        shared_chunk_steps: bool = False
         min_steps_per_epoch: int = bounded(4, ">= 1")
         lambda_pcc: float = bounded(0.5, ">= 0")
         lambda_align: float = bounded(0.1, ">= 0")
@@ -431,17 +438,20 @@ class AlignST(Method):
                       rng: np.random.Generator) -> tuple[Callable[[int], float], int]:
         """``(run_epoch, steps per epoch)``.
 
-        A step takes one chunk of ``genes_per_step`` training genes (chunks of a random gene
-        permutation) on EVERY training slide: the chunk's token work runs once, each slide's
-        loss is computed on its own spots, the step's loss is their mean. An epoch visits every
-        (slide, gene) pair once (``passes`` times, so that it has ``min_steps_per_epoch``
-        steps). AdamW with linear warm-up then cosine decay per step, gradient clipping.
+        Default (version 1's optimisation): a step is one training slide (random order) x
+        one chunk of ``genes_per_step`` training genes (chunks of a random gene permutation).
+        With ``shared_chunk_steps`` a step takes its chunk on EVERY training slide (the
+        chunk's token work runs once, the step's loss is the mean over slides). Either way an
+        epoch visits every (slide, gene) pair once (``passes`` times, so that it has
+        ``min_steps_per_epoch`` steps). AdamW with linear warm-up then cosine decay per step,
+        gradient clipping.
         """
         cfg = self.config
         n_genes = len(self._train_genes)
         n_chunks = math.ceil(n_genes / cfg.genes_per_step)
-        passes = max(1, math.ceil(cfg.min_steps_per_epoch / n_chunks))
-        steps_per_epoch = passes * n_chunks
+        groups = 1 if cfg.shared_chunk_steps else len(slides)  # steps per gene chunk
+        passes = max(1, math.ceil(cfg.min_steps_per_epoch / (n_chunks * groups)))
+        steps_per_epoch = passes * n_chunks * groups
         total = steps_per_epoch * cfg.max_epochs
         warmup = max(1, int(round(cfg.warmup_frac * total)))
 
@@ -454,16 +464,26 @@ class AlignST(Method):
         opt = _adamw(model, cfg.lr, cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
+        def step(batch: list[SpotBatch], chunk: np.ndarray) -> float:
+            opt.zero_grad(set_to_none=True)
+            loss = self._step_backward(batch, sorted(chunk.tolist()), rng)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            return loss
+
         def run_epoch(epoch: int) -> float:
             losses = []
-            for _ in range(passes):
-                for chunk in np.array_split(rng.permutation(n_genes), n_chunks):
-                    opt.zero_grad(set_to_none=True)
-                    losses.append(self._step_backward(slides, sorted(chunk.tolist()), rng))
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    opt.step()
-                    sched.step()
+            if cfg.shared_chunk_steps:
+                for _ in range(passes):
+                    for chunk in np.array_split(rng.permutation(n_genes), n_chunks):
+                        losses.append(step(slides, chunk))
+            else:
+                order = np.concatenate([rng.permutation(len(slides)) for _ in range(passes)])
+                for si in order:
+                    for chunk in np.array_split(rng.permutation(n_genes), n_chunks):
+                        losses.append(step([slides[si]], chunk))
             return float(np.mean(losses))
 
         return run_epoch, steps_per_epoch
