@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stbench.features.graph import message_passing_mean
 from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta
 from stbench.methods._training import LoopSpec, run_epochs
 from stbench.methods._torch_utils import (
@@ -58,18 +59,6 @@ from stbench.ranges import bounded
 # ---------------------------------------------------------------------------------------------
 
 
-def mean_aggregate(h: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """Mean of the source features over each target's in-edges (zero for isolated spots)."""
-    out = torch.zeros_like(h)
-    if edges.numel() == 0:
-        return out
-    src, dst = edges[0], edges[1]
-    out.index_add_(0, dst, h[src])
-    deg = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
-    deg.index_add_(0, dst, torch.ones_like(dst, dtype=h.dtype))
-    return out / deg.clamp(min=1.0).unsqueeze(1)
-
-
 class HeteroSAGELayer(nn.Module):
     """``sum over edge types r of (lin_nbr_r(mean_r(h)) + lin_self_r(h))``."""
 
@@ -81,7 +70,7 @@ class HeteroSAGELayer(nn.Module):
     def forward(self, h: torch.Tensor, edges: list[torch.Tensor]) -> torch.Tensor:
         out = 0
         for e, ln, ls in zip(edges, self.lin_nbr, self.lin_self):
-            out = out + ln(mean_aggregate(h, e)) + ls(h)
+            out = out + ln(message_passing_mean(h, e)) + ls(h)
         return out
 
 

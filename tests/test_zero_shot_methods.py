@@ -34,7 +34,8 @@ from stbench.methods._torch_utils import (
 )
 from stbench.methods.genequery import GeneQuery
 from stbench.methods.seen_mean import SeenMean
-from stbench.methods.sgn import SGN, gene_tokens, mean_aggregate, sampled_gene_loss
+from stbench.features.graph import message_passing_mean as mean_aggregate
+from stbench.methods.sgn import SGN, gene_tokens, sampled_gene_loss
 from stbench.methods.shuffled_text import ShuffledText, derangement, shuffled_gene_text
 from stbench.methods.textknn import TextKNN, transfer_weights
 from stbench.testing import _subset, check_method, tiny_problem

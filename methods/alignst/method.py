@@ -158,7 +158,7 @@ class AlignST(Method):
         n_text_prompts: int = bounded(4, ">= 1")
         n_visual_prompts: int = bounded(4, ">= 1")
         n_visual_context: int = bounded(4, ">= 1")
-        text_layers: int = bounded(1, ">= 0")
+        text_layers: int = bounded(1, ">= 1")
         interaction_layers: int = bounded(1, ">= 0")
         genes_per_step: int = bounded(64, ">= 1")
         lr: float = bounded(1e-3, "> 0")
