@@ -11,7 +11,8 @@ from stbench.cli.app import main
 @pytest.mark.parametrize("argv,needles", [
     (["run", "--methd", "ridge"], ["--methd", "--method", "usage: stbench run"]),
     (["lst"], ["'lst'", "'list'", "usage: stbench"]),
-    (["list", "representationz"], ["'representationz'", "methods", "usage: stbench list"]),
+    (["list", "representationz"], ["'representationz'", "'representations'", "usage: stbench list"]),
+    (["list", "foobar"], ["'foobar'", "Valid:", "methods", "usage: stbench list"]),
     (["list", "methds"], ["'methds'", "'methods'"]),
     (["run", "--method"], ["--method", "requires an argument"]),
     (["data", "info"], ["Missing argument", "usage: stbench data info"]),

@@ -234,7 +234,9 @@ def test_ui_binds_loopback_unless_told(tmp_path, monkeypatch, capsys, extra, hos
     assert main(["ui", "--dir", str(tmp_path), *extra]) == 0
     (argv,) = calls
     assert argv[argv.index("--host") + 1] == host
-    assert f"http://{host}:5000" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:5000" in out  # the address to open in a browser
+    assert (f"bound to {host}:5000" in out) == (host != "127.0.0.1")
 
 
 def test_download_checksum_tests_exist():

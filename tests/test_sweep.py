@@ -35,7 +35,9 @@ def test_sweep_with_tuning_then_leaderboard_in_browser(in_tmp, chromium):
     board = _stbench("leaderboard", "--dataset", "demo", "--results", "stbench-runs/results/demo",
                      "--out", "boards", cwd=in_tmp)
     assert board.returncode == 0, board.stderr[-3000:]
-    dom = dump_dom((in_tmp / "boards" / "index.html").as_uri())
+    index = dump_dom((in_tmp / "boards" / "index.html").as_uri())
+    assert 'href="demo.html"' in index  # the index lists the boards
+    dom = dump_dom((in_tmp / "boards" / "demo.html").as_uri())
     for method in ("mean_expression", "ridge", "bilinear"):
         assert f'data-method="{method}"' in dom
     md = (in_tmp / "boards" / "demo.md").read_text()

@@ -277,7 +277,8 @@ def ui(
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri(directory),
            "--host", host, "--port", str(port), "--workers", "1"]
-    out.print(f"MLflow UI on {base} (Ctrl-C to stop)", markup=False, highlight=False)
+    bound = "" if base.startswith(f"http://{host}:") else f", bound to {host}:{port}"
+    out.print(f"MLflow UI on {base}{bound} (Ctrl-C to stop)", markup=False, highlight=False)
     for name, url in urls:
         out.print(f"leaderboard {name}: {url}", markup=False, highlight=False)
     sys.stdout.flush()
