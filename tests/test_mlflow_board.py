@@ -206,6 +206,7 @@ def render(url: str, screenshot: Path) -> str:
     return dom.stdout
 
 
+@pytest.mark.slow
 def test_stbench_ui_shows_the_leaderboard_in_chromium(tmp_path, monkeypatch, chromium):
     monkeypatch.chdir(tmp_path)
     tracker = Tracker(None, "stbench-runs", "stbench-demo")

@@ -15,11 +15,13 @@ from stbench.run.portable import local_paths_in, portable_config
 from stbench.run.result import RunResult
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_run_json_holds_no_absolute_path(tmp_path, in_tmp, capsys):
     unseen = tmp_path / "lists" / "unseen.txt"
     unseen.parent.mkdir()
     argv = ["run", "--method", "bilinear", "--dataset", "demo", "encoder=handcrafted",
+            "dataset.n_spots=80", "dataset.n_genes=60",
             f"tracking.dir={tmp_path / 'store'}", f"cache.dir={tmp_path / 'cache'}",
             "genes.representation=tfidf", "--json", str(tmp_path / "out.json"), "--no-progress"]
     assert main(argv) == 0, capsys.readouterr().err

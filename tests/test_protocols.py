@@ -46,9 +46,11 @@ def _trials(store) -> dict[str, int]:
             for s in optuna.get_all_study_summaries(storage)}
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_tuning_budget_spent_once_per_outer_fold_and_reused(in_tmp, capsys):
     base = ["run", "--method", "bilinear", "--dataset", "demo", "encoder=handcrafted",
+            "dataset.n_spots=80", "dataset.n_genes=60",
             "genes.representation=tfidf", "split=holdout", "split.test=[P2_B]", "genes.split=kfold",
             "genes.k=2", "split_seed=0", "tuning.n_trials=2", "tuning.seed=0",
             "--no-progress"]

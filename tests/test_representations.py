@@ -364,6 +364,7 @@ def test_text_encoder_key_is_deprecated_but_works(capsys):
         representation_name(SimpleNamespace(representation="go", text_encoder="tfidf"))
 
 
+@pytest.mark.slow
 def test_run_with_dropped_genes_records_the_representation(tiny_cfg, tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -48,6 +48,7 @@ def test_sweep_on_slurm_reaches_the_board(slurm_env, in_tmp, postgres_url):
             "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=20",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
             "encoder=handcrafted", "genes.representation=tfidf", "split=holdout",
+            "dataset.n_spots=80", "dataset.n_genes=60",
             "split.test=[P2_B]", "threads=1", "tuning.n_trials=2", "tuning.seed=0",
             "split_seed=0", f"tuning.storage={storage}"]
     proc = subprocess.run(args, cwd=in_tmp, env=env, capture_output=True, text=True, timeout=600)

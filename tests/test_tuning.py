@@ -8,6 +8,7 @@ from helpers import tiny_config as _cfg  # a plain function: the spawned workers
 from stbench.run.runner import run
 
 
+@pytest.mark.slow
 def test_tuning_records_best_params_and_nested_trials(tmp_path):
     result = run(_cfg(tmp_path, "method=ridge", "genes.split=none", "tuning.n_trials=3"),
                  progress=False)
