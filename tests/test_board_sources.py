@@ -97,7 +97,9 @@ def test_sweep_then_leaderboard_with_no_flag(tmp_path):
                               capture_output=True, text=True, timeout=900)
 
     env_ok = stbench("sweep", "--methods", "bilinear,mean_expression", "--dataset", "demo",
-                     "--seeds", "0", "--launcher", "basic", "split=holdout", "split.test=[P2_B]")
+                     "--seeds", "0", "--launcher", "basic", "split=holdout", "split.test=[P2_B]",
+                     "encoder=handcrafted", "genes.representation=tfidf", "dataset.n_spots=80",
+                     "dataset.n_genes=60")
     assert env_ok.returncode == 0, env_ok.stderr[-3000:]
     assert "━" not in env_ok.stderr  # no bars in a log
     board = stbench("leaderboard", "--dataset", "demo", "--out", "site")

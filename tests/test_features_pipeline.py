@@ -58,15 +58,20 @@ def test_second_run_computes_nothing_and_inputs_change_the_key(tmp_path, monkeyp
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_features_cli_on_a_real_her2st_section(shared_dir, in_tmp):
-    # MiniLM over the 785 descriptions is most of the cost: 32 tokens each (default 128) keep
-    # the path (pooled and token states of the literature panel) at a quarter of it
+    # MiniLM over the 785 descriptions was most of the cost: the first 60 literature genes and
+    # 32 tokens each (default 128) keep the path (pooled and token states) at a small fraction
+    panel = in_tmp / "panel60.txt"
+    literature = (shared_dir / "data" / "panels" / "her2st_785.txt").read_text().split()
+    panel.write_text("\n".join(literature[:60]) + "\n")
     args = [sys.executable, "-m", "stbench", "features", "--dataset", "her2st",
             f"dataset.root={shared_dir / 'data' / 'her2st'}", "dataset.sections=[C3]",
-            f"cache.dir={in_tmp / 'cache'}", "genes.max_tokens=32", "--no-progress"]
+            f"cache.dir={in_tmp / 'cache'}", "genes.max_tokens=32", "genes.panel=file",
+            f"genes.panel_file={panel}", "--no-progress"]
     first = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=in_tmp)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "image (180, 1280)" in first.stdout
-    assert "literature panel of 785): pooled (785, 384), token states (785, 32, 384)" in first.stdout
+    assert "file panel of 60): pooled (60, 384), token states (60, 32, 384)" in first.stdout, \
+        first.stdout
     second = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=in_tmp)
     assert second.returncode == 0, second.stderr[-3000:]
     assert " 0 computed" in second.stdout
