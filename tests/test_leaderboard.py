@@ -414,7 +414,8 @@ def test_html_table_ids_values_and_static(tmp_path):
 def test_cli_leaderboard_and_compare(tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["leaderboard", "--dataset", "demo", "--results", str(RESULTS),
-                              "--out", str(tmp_path), "--no-plots", "--no-recorded"])
+                              "--out", str(tmp_path), "--no-plots", "--no-recorded",
+                              "--no-store", "--no-publish"])  # whatever ./stbench-runs holds
     assert res.exit_code == 0, res.output
     assert (tmp_path / "demo.md").exists() and (tmp_path / "index.html").exists()
     assert "3 rows from 6 result files" in res.output

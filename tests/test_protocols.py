@@ -61,6 +61,9 @@ def test_tuning_budget_spent_once_per_outer_fold_and_reused(in_tmp, capsys):
     assert _trials(in_tmp / "stbench-runs") == after_first  # reused: no new study, no new trial
     s0, s1 = (json.loads((in_tmp / f"s{i}.json").read_text()) for i in (0, 1))
     assert s0["best_params"] == s1["best_params"] and all(s0["best_params"])
+    from stbench.run.portable import local_paths_in
+
+    assert local_paths_in(s0) == [] and s0["folds"][0]["tuning"]["storage"] is None
     assert s0["split"]["folds"][0]["genes"]["unseen"] == s1["split"]["folds"][0]["genes"]["unseen"]
     # without split_seed the outer folds differ by seed: a new study per fold, never shared
     other = [a for a in base if a != "split_seed=0"]

@@ -45,7 +45,15 @@ class TuningOutcome:
     def as_dict(self) -> dict[str, Any]:
         return {"best_params": self.best_params, "best_value": self.best_value,
                 "n_complete": self.n_complete, "n_pruned": self.n_pruned,
-                "study": self.study_name, "storage": redact(self.storage)}
+                "study": self.study_name, "storage": _shareable(self.storage)}
+
+
+def _shareable(url: str) -> str | None:
+    """The storage URL for a result: None for a local file (results hold no local path),
+    else the URL without its password."""
+    from stbench.run.portable import is_local_path
+
+    return None if is_local_path(url) else redact(url)
 
 
 def redact(url: str) -> str:
