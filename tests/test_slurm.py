@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from services import unavailable
 from slurm_service import cluster_logs, slurm_available, slurm_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -20,10 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def slurm_env():
     if not slurm_available():
-        if os.environ.get("STBENCH_REQUIRE_REAL_DATA") == "1":
-            pytest.fail("SLURM is not installed (Debian: apt-get install slurm-wlm munge); "
-                        ".ci/run installs it")
-        pytest.skip("SLURM not installed (Debian: apt-get install slurm-wlm munge)")
+        unavailable("SLURM is not installed (Debian: apt-get install slurm-wlm munge; "
+                    ".ci/run does)")
     with slurm_cluster() as env:
         yield env
 

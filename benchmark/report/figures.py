@@ -19,7 +19,8 @@ from stbench.report.board import Board, Row
 
 __all__ = ["GeneMap", "plot_bars", "plot_maps", "reference_maps"]
 
-_KIND_COLOURS = {"zero_shot": "#4477aa", "control": "#999933", "supervised": "#aa7744"}
+#: Bar and box colours per method kind (the board page uses the same).
+KIND_COLOURS = {"zero_shot": "#4477aa", "control": "#999933", "supervised": "#aa7744"}
 
 
 def png(fig: Any) -> str:
@@ -46,7 +47,7 @@ def plot_bars(board: Board) -> str | None:
     ax = fig.add_subplot(1, 1, 1)
     y = np.arange(len(rows))[::-1]
     ax.barh(y, means, xerr=[lo, hi], capsize=3,
-            color=[_KIND_COLOURS.get(r.kind, "#777777") for r in rows],
+            color=[KIND_COLOURS.get(r.kind, "#777777") for r in rows],
             edgecolor=["k" if r.is_reference else "none" for r in rows])
     ax.set_yticks(y, [r.label for r in rows], fontsize=8)
     ax.axvline(0.0, color="0.6", lw=0.8)

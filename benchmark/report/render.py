@@ -7,8 +7,6 @@ best value of each metric).
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import math
 import os
@@ -26,6 +24,8 @@ from stbench.report.board import (
     Board,
     Row,
 )
+from stbench.report.figures import KIND_COLOURS as _KIND_COLOURS
+from stbench.report.figures import png
 from stbench.report.runs import short_text
 from stbench.report.stats import ALPHA, Stat
 
@@ -46,7 +46,6 @@ __all__ = [
     "write_board",
 ]
 
-_KIND_COLOURS = {"zero_shot": "#4477aa", "control": "#999933", "supervised": "#aa7744"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,16 +291,6 @@ def render_markdown(board: Board) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _png(fig: Any) -> str:
-    """A matplotlib figure as a base64 PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def plot_boxes(board: Board) -> str | None:
     """Box plot of per-gene PCC (mean over units), one box per row; base64 PNG."""
     from matplotlib.figure import Figure
@@ -317,7 +306,7 @@ def plot_boxes(board: Board) -> str | None:
     ax.axvline(0.0, color="0.7", lw=0.8)
     ax.set_xlabel("per-gene PCC (mean over folds × seeds)")
     ax.set_title(f"{board.dataset}: per-gene PCC by method")
-    return _png(fig)
+    return png(fig)
 
 
 def plot_histograms(board: Board) -> str | None:
@@ -341,7 +330,7 @@ def plot_histograms(board: Board) -> str | None:
         ax.tick_params(labelsize=7)
         ax.set_xlabel("per-gene PCC", fontsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def _template(name: str = "leaderboard.html") -> Any:
