@@ -7,7 +7,6 @@ evaluated with shuffled descriptions (``shuffled_text`` wrapping ``alignst``) an
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from stbench.run.config import compose
@@ -28,21 +27,20 @@ def _pcc(tmp_path, seed: int, *method: str) -> float:
 
 
 @pytest.mark.slow
-def test_alignst_beats_shuffled_descriptions_and_mean_on_demo(tmp_path) -> None:
-    real, shuffled, mean = [], [], []
-    for seed in SEEDS:
-        real.append(_pcc(tmp_path, seed, "method=alignst", f"method.max_epochs={EPOCHS}",
-                         "method.min_epochs=5"))
-        shuffled.append(_pcc(tmp_path, seed, "method=shuffled_text", "method.inner=alignst",
-                             f"+method.inner_config.max_epochs={EPOCHS}",
-                             "+method.inner_config.min_epochs=5"))
-        mean.append(_pcc(tmp_path, seed, "method=mean_expression"))
-    figures = (f"alignst {np.round(real, 3)} shuffled {np.round(shuffled, 3)} "
-               f"mean_expression {np.round(mean, 3)}")
+@pytest.mark.parametrize("seed", SEEDS)
+def test_alignst_beats_shuffled_descriptions_and_mean_on_demo(tmp_path, seed: int) -> None:
+    # One seed per test, so that the seeds run on different workers (pytest-xdist).
+    real = _pcc(tmp_path, seed, "method=alignst", f"method.max_epochs={EPOCHS}",
+                "method.min_epochs=5")
+    shuffled = _pcc(tmp_path, seed, "method=shuffled_text", "method.inner=alignst",
+                    f"+method.inner_config.max_epochs={EPOCHS}",
+                    "+method.inner_config.min_epochs=5")
+    mean = _pcc(tmp_path, seed, "method=mean_expression")
+    figures = f"seed {seed}: alignst {real:.3f} shuffled {shuffled:.3f} mean_expression {mean:.3f}"
     print(figures)
-    # Measured (ALIGN-ST v3, seeds 0, 1; handcrafted features, minilm text, 15 epochs): alignst
-    # 0.215 / 0.217, shuffled descriptions 0.079 / 0.084, mean_expression 0 / 0; about 90 s CPU.
-    assert np.mean(real) > 0.17, figures
-    assert np.mean(real) - np.mean(shuffled) > 0.09, figures
-    assert min(r - s for r, s in zip(real, shuffled)) > 0.05, figures
-    assert np.mean(real) - np.mean(mean) > 0.15, figures
+    # Measured (ALIGN-ST v3; handcrafted features, minilm text, 15 epochs): alignst 0.215 (seed
+    # 0) / 0.217 (seed 1), shuffled descriptions 0.079 / 0.084, mean_expression 0 / 0; about 45 s
+    # CPU per seed.
+    assert real > 0.17, figures
+    assert real - shuffled > 0.09, figures
+    assert real - mean > 0.15, figures
