@@ -82,6 +82,45 @@ def test_hf_encoder_local_folder_and_missing_models(minilm, tmp_path, monkeypatc
         HFTextEncoder(str(tmp_path / "empty"))
 
 
+def test_local_digest_equals_the_loaded_encoders_without_loading_it(minilm, tmp_path):
+    import shutil
+
+    assert MiniLMTextEncoder.local_digest() == minilm.digest()
+    for kwargs in ({}, {"pooling": "cls", "normalize": False}, {"max_length": 64}):
+        loaded = HFTextEncoder(str(minilm_path()), device="cpu", **kwargs)
+        assert HFTextEncoder.local_digest(str(minilm_path()), **kwargs) == loaded.digest()
+    # a folder whose tokenizer config names no model_max_length: truncation = max_length
+    copy = tmp_path / "model"
+    shutil.copytree(minilm_path(), copy, ignore=shutil.ignore_patterns(".cache"))
+    config = json.loads((copy / "tokenizer_config.json").read_text())
+    config.pop("model_max_length", None)
+    (copy / "tokenizer_config.json").write_text(json.dumps(config))
+    loaded = HFTextEncoder(str(copy), device="cpu", max_length=300)
+    assert HFTextEncoder.local_digest(str(copy), max_length=300) == loaded.digest()
+    assert HFTextEncoder.local_digest(str(tmp_path / "absent")) is None
+
+
+def test_a_warm_cache_run_never_loads_the_text_model(tmp_path, monkeypatch):
+    from stbench.features import text_encoders
+    from stbench.features.cache import ArrayCache
+    from stbench.features.representations import RepresentationOptions, make_representation
+
+    genes = ["ERBB2", "KRT5", "CD74"]
+    cache = ArrayCache(tmp_path / "cache")
+    cold = make_representation("minilm", RepresentationOptions(cache=cache)).build(genes)
+    pooled, (states, _) = cold.embed(genes), cold.token_states(genes)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the text model was loaded although the cache is warm")
+
+    monkeypatch.setattr(text_encoders.HFTextEncoder, "__init__", no_model)
+    warm_rep = make_representation("minilm", RepresentationOptions(cache=cache))
+    warm = warm_rep.build(genes)
+    np.testing.assert_array_equal(warm.embed(genes), pooled)
+    np.testing.assert_array_equal(warm.token_states(genes)[0], states)
+    assert len(warm_rep.digest()) == 16
+
+
 def test_make_text_encoder_and_gene_text(minilm):
     with pytest.raises(ConfigError, match="unknown text encoder"):
         make_text_encoder("word2vec")

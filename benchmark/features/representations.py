@@ -169,7 +169,17 @@ class TextRepresentation(GeneRepresentation):
         return self._neural
 
     def _weights_digest(self) -> str:
-        return self.text_encoder().digest()
+        """The encoder's digest; from the model's files alone where they are on disk (no
+        model is loaded to name a cache entry), else from the loaded encoder."""
+        digest = None
+        if self._neural is None:
+            from stbench.features.text_encoders import HFTextEncoder, MiniLMTextEncoder
+
+            if self.encoder == "minilm":
+                digest = MiniLMTextEncoder.local_digest()
+            elif self.encoder == "hf" and self.options.model:
+                digest = HFTextEncoder.local_digest(str(self.options.model))
+        return digest or self.text_encoder().digest()
 
     def digest(self) -> str:
         if self._digest is None:
@@ -191,7 +201,7 @@ class TextRepresentation(GeneRepresentation):
         from stbench.features.gene_text import build_gene_text
 
         descriptions = descriptions_for(list(genes), self.options.descriptions)
-        neural = None if self.encoder == "tfidf" else self.text_encoder()
+        neural = None if self.encoder == "tfidf" else _LazyTextEncoder(self)
         return build_gene_text(descriptions, self.encoder, model=self.options.model,
                                cache=self.cache, max_tokens=self.options.max_tokens,
                                neural=neural)
@@ -203,6 +213,23 @@ class TextRepresentation(GeneRepresentation):
             local = model.startswith(("/", "~", ".")) or Path(model).expanduser().exists()
             out["model"] = Path(model).name if local else model  # no local path in results
         return out
+
+
+class _LazyTextEncoder:
+    """A representation's neural encoder, built on first use: a run whose embeddings and
+    token states are in the cache never loads the model. ``digest()`` is the encoder's."""
+
+    def __init__(self, representation: TextRepresentation) -> None:
+        self._representation = representation
+
+    def digest(self) -> str:
+        return self._representation._weights_digest()
+
+    def embed(self, texts):
+        return self._representation.text_encoder().embed(texts)
+
+    def token_states(self, texts, max_length: int = 128):
+        return self._representation.text_encoder().token_states(texts, max_length=max_length)
 
 
 class MiniLMRepresentation(TextRepresentation):

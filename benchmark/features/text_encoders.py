@@ -21,6 +21,7 @@ weight and tokenizer files, for caches). :func:`make_text_encoder` builds one by
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -228,9 +229,45 @@ class HFTextEncoder(_TorchTextEncoder):
         return pooled, states, mask
 
     def digest(self) -> str:
-        parts = [self.name, TEXT_ENCODERS_CODE_VERSION, self._files_digest, self.pooling,
-                 str(self.normalize), str(self.max_length)]
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+        return _hf_digest(self.name, self._files_digest, self.pooling, self.normalize,
+                          self.max_length)
+
+    @classmethod
+    def local_digest(cls, name_or_path: str, pooling: str = "mean", normalize: bool = True,
+                     max_length: int = 512) -> str | None:
+        """The :meth:`digest` an encoder built with these arguments would have, computed from
+        the files of a local (or cached) model folder WITHOUT loading the model; None when the
+        model is not on disk yet.
+
+        The truncation length comes from ``tokenizer_config.json`` the way ``AutoTokenizer``
+        reads it (``model_max_length``; unlimited when absent).
+        """
+        try:
+            folder, local_only = cls._resolve(name_or_path)
+        except ConfigError:
+            return None
+        if not local_only or not folder.is_dir():
+            return None
+        model_max = _tokenizer_max_length(folder) or max_length
+        return _hf_digest(cls.name, _folder_digest(folder), pooling, normalize,
+                          int(min(max_length, model_max)))
+
+
+def _hf_digest(name: str, files_digest: str, pooling: str, normalize: bool,
+               max_length: int) -> str:
+    parts = [name, TEXT_ENCODERS_CODE_VERSION, files_digest, pooling, str(bool(normalize)),
+             str(int(max_length))]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _tokenizer_max_length(folder: Path) -> int | None:
+    """``model_max_length`` of a model folder's ``tokenizer_config.json`` (None when absent)."""
+    path = folder / "tokenizer_config.json"
+    try:
+        value = json.loads(path.read_text()).get("model_max_length") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 class MiniLMTextEncoder(HFTextEncoder):
@@ -244,6 +281,12 @@ class MiniLMTextEncoder(HFTextEncoder):
     def __init__(self, batch_size: int = 32, device: str = "auto", max_length: int = 256) -> None:
         super().__init__(str(minilm_path()), pooling="mean", normalize=True, max_length=max_length,
                          batch_size=batch_size, device=device)
+
+    @classmethod
+    def local_digest(cls, name_or_path: str | None = None, pooling: str = "mean",
+                     normalize: bool = True, max_length: int = 256) -> str | None:
+        """The digest of the bundled model (see :meth:`HFTextEncoder.local_digest`)."""
+        return super().local_digest(str(minilm_path()), "mean", True, max_length)
 
 
 class OpenClipTextEncoder(_TorchTextEncoder):
