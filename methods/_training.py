@@ -30,6 +30,14 @@ import torch
 from stbench.method import FitContext
 
 
+def epoch_budget(max_epochs: int, max_steps: int, steps_per_epoch: int) -> int:
+    """Epochs to run: ``max_epochs``, capped at ``ceil(max_steps / steps_per_epoch)`` when
+    ``max_steps`` > 0 (a budget of optimiser steps that does not depend on the data size)."""
+    if max_steps <= 0 or steps_per_epoch <= 0:
+        return int(max_epochs)
+    return int(max(1, min(max_epochs, math.ceil(max_steps / steps_per_epoch))))
+
+
 class EarlyStopping:
     """Track a validation score (higher is better); keep a copy of the best state.
 

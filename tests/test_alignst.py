@@ -508,3 +508,18 @@ def test_shared_chunk_steps_is_one_step_per_chunk() -> None:
     assert per_slide._steps_per_epoch == chunks * len(train.slides)
     assert shared._steps_per_epoch == chunks
     assert np.isfinite(shared.predict(test, unseen)).all()
+
+
+def test_max_steps_caps_the_epochs_and_the_schedule() -> None:
+    """The step budget bounds the epochs (ceil(max_steps / steps per epoch)); 0 = no budget."""
+    from stbench.methods._training import epoch_budget
+
+    assert epoch_budget(60, 144, 24) == 6 and epoch_budget(60, 144, 4) == 36
+    assert epoch_budget(60, 145, 24) == 7 and epoch_budget(5, 144, 4) == 5
+    assert epoch_budget(60, 0, 24) == 60 and epoch_budget(60, 1, 24) == 1
+    prob = rich_problem(0)
+    capped, _, _ = _fit(_cfg(max_epochs=50, min_epochs=50, genes_per_step=4, max_steps=10), prob)
+    steps = capped._steps_per_epoch
+    assert len(capped.history) == -(-10 // steps) < 50
+    free, _, _ = _fit(_cfg(max_epochs=3, min_epochs=3, genes_per_step=4, max_steps=0), prob)
+    assert len(free.history) == 3

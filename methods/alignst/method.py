@@ -26,7 +26,7 @@ import torch
 from stbench.method import Bundle, FitContext, GeneText, Method, MethodConfig, MethodMeta, SlideView
 from stbench.methods._torch_utils import (FeatureScaler, mean_gene_pcc, resolve_device,
                                          seed_all, torch_threads)
-from stbench.methods._training import LoopSpec, run_epochs
+from stbench.methods._training import LoopSpec, epoch_budget, run_epochs
 from stbench.ranges import bounded
 
 from .model import (EDGE_BOTH, EDGE_GRID, EDGE_KNN, EDGE_SELF, AlignSTModel, GeneBatch,
@@ -118,6 +118,12 @@ class AlignST(Method):
             max_epochs / patience / min_epochs: Early stopping on the validation mean PCC of
                 the validation genes, never before ``min_epochs`` (``max_epochs`` fixed epochs
                 when there is no validation data); the best epoch's weights are restored.
+            max_steps: Budget of optimiser steps (0, the default = none): training runs at
+                most ``ceil(max_steps / steps per epoch)`` epochs (never more than
+                ``max_epochs``) and the learning-rate schedule spans that many epochs.
+                ``max_steps=144`` (6 epochs on a her2st fold) costs a quarter of the default on
+                her2st and is not significantly less accurate there, but is significantly
+                less accurate on the demo (docs/performance.md), so it is not the default.
             eval_every: Validate every this many epochs (and after the last one); patience
                 and ``min_epochs`` still count epochs.
             shared_chunk_steps: False (default, the version-1 optimisation): a step is one
@@ -166,6 +172,7 @@ class AlignST(Method):
         warmup_frac: float = bounded(0.05, "[0, 1)")
         grad_clip: float = bounded(1.0, ">= 0")
         max_epochs: int = bounded(60, ">= 1")
+        max_steps: int = bounded(0, ">= 0")
         patience: int = bounded(10, ">= 1")
         min_epochs: int = bounded(10, ">= 0")
         eval_every: int = bounded(1, ">= 1")
@@ -394,8 +401,8 @@ class AlignST(Method):
             val_batches = [self._spot_batch(v) for v in val.slides]
             val_y = [np.asarray(v.expression, np.float64) for v in val.slides]
             validate = lambda: self._val_score(val_batches, val_y, list(val.genes))  # noqa: E731
-        run_epoch, self._steps_per_epoch = self._epoch_runner(model, slides, rng)
-        spec = LoopSpec("alignst", cfg.max_epochs, cfg.patience, min_epochs=cfg.min_epochs,
+        run_epoch, self._steps_per_epoch, epochs = self._epoch_runner(model, slides, rng)
+        spec = LoopSpec("alignst", epochs, cfg.patience, min_epochs=cfg.min_epochs,
                         min_delta=1e-6, eval_every=cfg.eval_every)
         out = run_epochs(model, run_epoch, validate, spec, ctx)
         self.history = out.history
@@ -435,8 +442,9 @@ class AlignST(Method):
         return self.model
 
     def _epoch_runner(self, model: AlignSTModel, slides: list[SpotBatch],
-                      rng: np.random.Generator) -> tuple[Callable[[int], float], int]:
-        """``(run_epoch, steps per epoch)``.
+                      rng: np.random.Generator) -> tuple[Callable[[int], float], int, int]:
+        """``(run_epoch, steps per epoch, epochs)``; ``epochs`` is ``max_epochs`` capped by
+        the ``max_steps`` budget.
 
         Default (version 1's optimisation): a step is one training slide (random order) x
         one chunk of ``genes_per_step`` training genes (chunks of a random gene permutation).
@@ -452,7 +460,8 @@ class AlignST(Method):
         groups = 1 if cfg.shared_chunk_steps else len(slides)  # steps per gene chunk
         passes = max(1, math.ceil(cfg.min_steps_per_epoch / (n_chunks * groups)))
         steps_per_epoch = passes * n_chunks * groups
-        total = steps_per_epoch * cfg.max_epochs
+        epochs = epoch_budget(cfg.max_epochs, cfg.max_steps, steps_per_epoch)
+        total = steps_per_epoch * epochs
         warmup = max(1, int(round(cfg.warmup_frac * total)))
 
         def schedule(step: int) -> float:
@@ -486,7 +495,7 @@ class AlignST(Method):
                         losses.append(step([slides[si]], chunk))
             return float(np.mean(losses))
 
-        return run_epoch, steps_per_epoch
+        return run_epoch, steps_per_epoch, epochs
 
     def _step_backward(self, slides: list[SpotBatch], cols: list[int],
                        rng: np.random.Generator) -> float:
