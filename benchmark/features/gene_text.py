@@ -104,19 +104,9 @@ def build_gene_text(descriptions: dict[str, str], encoder: str = "tfidf", *,
 
 def _make_neural(encoder: str, model: str | None) -> TextEncoder:
     """The neural text encoder ``encoder`` (with ``model`` for ``hf`` / ``open_clip``)."""
-    from stbench.features.text_encoders import make_text_encoder
+    from stbench.features.text_encoders import make_text_encoder, text_encoder_kwargs
 
-    kwargs = {}
-    if encoder == "hf":
-        if not model:
-            from stbench.errors import ConfigError
-
-            raise ConfigError("genes.representation=hf needs genes.text_model=NAME_OR_PATH",
-                              fix="e.g. genes.text_model=/models/biobert or a cached hub id")
-        kwargs["name_or_path"] = model
-    elif encoder == "open_clip" and model:
-        kwargs["model"] = model
-    return make_text_encoder(encoder, **kwargs)
+    return make_text_encoder(encoder, **text_encoder_kwargs(encoder, model))
 
 
 def _neural_gene_text(descriptions: dict[str, str], neural, encoder: str, store,

@@ -155,16 +155,9 @@ class TextRepresentation(GeneRepresentation):
     def text_encoder(self):
         """The neural text encoder (built once), or None for a weight-free one."""
         if self._neural is None:
-            from stbench.features.text_encoders import make_text_encoder
+            from stbench.features.text_encoders import make_text_encoder, text_encoder_kwargs
 
-            kwargs: dict[str, Any] = {}
-            if self.encoder == "hf":
-                if not self.options.model:
-                    raise ConfigError("genes.representation=hf needs genes.text_model=NAME_OR_PATH",
-                                      fix="e.g. genes.text_model=/models/biobert or a cached hub id")
-                kwargs["name_or_path"] = self.options.model
-            elif self.encoder == "open_clip" and self.options.model:
-                kwargs["model"] = self.options.model
+            kwargs = text_encoder_kwargs(self.encoder, self.options.model)
             self._neural = make_text_encoder(self.encoder, **kwargs)
         return self._neural
 
@@ -173,12 +166,10 @@ class TextRepresentation(GeneRepresentation):
         model is loaded to name a cache entry), else from the loaded encoder."""
         digest = None
         if self._neural is None:
-            from stbench.features.text_encoders import HFTextEncoder, MiniLMTextEncoder
+            from stbench.features.text_encoders import local_text_encoder_digest, text_encoder_kwargs
 
-            if self.encoder == "minilm":
-                digest = MiniLMTextEncoder.local_digest()
-            elif self.encoder == "hf" and self.options.model:
-                digest = HFTextEncoder.local_digest(str(self.options.model))
+            kwargs = text_encoder_kwargs(self.encoder, self.options.model)
+            digest = local_text_encoder_digest(self.encoder, **kwargs)
         return digest or self.text_encoder().digest()
 
     def digest(self) -> str:

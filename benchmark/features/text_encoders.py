@@ -283,8 +283,7 @@ class MiniLMTextEncoder(HFTextEncoder):
                          batch_size=batch_size, device=device)
 
     @classmethod
-    def local_digest(cls, name_or_path: str | None = None, pooling: str = "mean",
-                     normalize: bool = True, max_length: int = 256) -> str | None:
+    def local_digest(cls, max_length: int = 256, **_: Any) -> str | None:
         """The digest of the bundled model (see :meth:`HFTextEncoder.local_digest`)."""
         return super().local_digest(str(minilm_path()), "mean", True, max_length)
 
@@ -368,6 +367,29 @@ class OpenClipTextEncoder(_TorchTextEncoder):
 
 
 _FACTORIES = {"minilm": MiniLMTextEncoder, "hf": HFTextEncoder, "open_clip": OpenClipTextEncoder}
+
+
+def text_encoder_kwargs(name: str, model: str | None) -> dict[str, Any]:
+    """The :func:`make_text_encoder` arguments of encoder ``name`` with ``genes.text_model``.
+
+    Raises:
+        ConfigError: ``hf`` without a model.
+    """
+    if name == "hf":
+        if not model:
+            raise ConfigError("genes.representation=hf needs genes.text_model=NAME_OR_PATH",
+                              fix="e.g. genes.text_model=/models/biobert or a cached hub id")
+        return {"name_or_path": str(model)}
+    if name == "open_clip" and model:
+        return {"model": str(model)}
+    return {}
+
+
+def local_text_encoder_digest(name: str, **kw: Any) -> str | None:
+    """The digest :func:`make_text_encoder` ``(name, **kw)`` would have, from the model's files
+    without loading it; None where that is not possible (OpenCLIP, a model not on disk)."""
+    local_digest = getattr(_FACTORIES.get(name), "local_digest", None)
+    return local_digest(**kw) if local_digest is not None else None
 
 
 def make_text_encoder(name: str, **kw: Any) -> TextEncoder:
