@@ -56,3 +56,19 @@ def test_pairs_average_folds_and_shared_seeds_then_holm(tmp_path, capsys):
     assert "| a vs b | 0 | 40 | +0.0500 |" in table and "| a vs c |" in table
     with pytest.raises(SystemExit, match="share no seed"):
         tool.paired(tmp_path, "a", "missing", "pcc")
+
+
+def test_per_seed_lines_then_the_pooled_line(tmp_path, capsys):
+    tool = _tool()
+    genes = [f"G{i}" for i in range(30)]
+    base = {g: 0.01 * i for i, g in enumerate(genes)}
+    # a beats b by 0.1 on seed 0 and ties on seed 1
+    for stem, shift in (("a_s0", 0.1), ("b_s0", 0.0), ("a_s1", 0.0), ("b_s1", 0.0)):
+        _write(tmp_path, stem, [{g: (base[g] + shift, base[g]) for g in genes}])
+    assert tool.paired(tmp_path, "a", "b", "pcc", only=[0])[0] == pytest.approx(0.1)
+    assert tool.paired(tmp_path, "a", "b", "pcc", only=[1])[0] == pytest.approx(0.0)
+    assert tool.paired(tmp_path, "a", "b", "pcc")[0] == pytest.approx(0.05)
+    assert tool.main([str(tmp_path), "a:b", "--per-seed"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| a vs b")]
+    assert [ln.split("|")[2].strip() for ln in lines] == ["0", "1", "0,1"]
+    assert "+0.1000" in lines[0] and "+0.0500" in lines[2]

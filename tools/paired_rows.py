@@ -43,12 +43,20 @@ def per_gene(folder: Path, row: str, field: str) -> dict[int, dict[str, float]]:
     return out
 
 
-def paired(folder: Path, a: str, b: str, field: str) -> tuple[float, float, int, list[int]]:
-    """``(mean a - b, Wilcoxon p, genes, shared seeds)`` over genes."""
-    ga, gb = per_gene(folder, a, field), per_gene(folder, b, field)
-    seeds = sorted(set(ga) & set(gb))
+def shared_seeds(folder: Path, a: str, b: str) -> list[int]:
+    """The seeds for which both rows have a result file."""
+    seeds = sorted(set(per_gene(folder, a, "pcc")) & set(per_gene(folder, b, "pcc")))
     if not seeds:
         raise SystemExit(f"{a} and {b} share no seed in {folder}")
+    return seeds
+
+
+def paired(folder: Path, a: str, b: str, field: str, only: list[int] | None = None
+           ) -> tuple[float, float, int, list[int]]:
+    """``(mean a - b, Wilcoxon p, genes, seeds)`` over genes, on the seeds both rows share
+    (``only``: these of them)."""
+    ga, gb = per_gene(folder, a, field), per_gene(folder, b, field)
+    seeds = [s for s in shared_seeds(folder, a, b) if only is None or s in only]
 
     def averaged(rows: dict[int, dict[str, float]]) -> dict[str, float]:
         acc: dict[str, list[float]] = defaultdict(list)
@@ -68,16 +76,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="folder of result JSONs named ROW_sSEED.json")
     parser.add_argument("pairs", nargs="+", help="ROW_A:ROW_B (file stems without _sSEED)")
+    parser.add_argument("--per-seed", action="store_true",
+                        help="also one line per shared seed (Holm then runs over every line)")
     args = parser.parse_args(argv)
-    pairs = [p.split(":", 1) for p in args.pairs]
+    lines: list[tuple[str, str, list[int] | None]] = []
+    for a, b in (p.split(":", 1) for p in args.pairs):
+        if args.per_seed:
+            lines += [(a, b, [s]) for s in shared_seeds(args.folder, a, b)]
+        lines.append((a, b, None))
     table = {}
     for field in ("pcc", "pcc_specific"):
-        results = [paired(args.folder, a, b, field) for a, b in pairs]
+        results = [paired(args.folder, a, b, field, only) for a, b, only in lines]
         adjusted = holm([r[1] for r in results])
         table[field] = [(r[0], p, r[2], r[3]) for r, p in zip(results, adjusted)]
     print("| comparison | seeds | genes | Δ pcc | Holm p | Δ pcc_specific | Holm p |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for i, (a, b) in enumerate(pairs):
+    for i, (a, b, _) in enumerate(lines):
         d, p, n, seeds = table["pcc"][i]
         ds, ps, _, _ = table["pcc_specific"][i]
         print(f"| {a} vs {b} | {','.join(map(str, seeds))} | {n} | {d:+.4f} | {p:.2g} | "
