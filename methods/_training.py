@@ -12,7 +12,11 @@ Semantics (the same for every method):
   ``ctx.report`` (a tuning pruner may raise there to stop a bad trial);
 * patience is counted in EPOCHS since the best one: training stops after an evaluation at
   which ``epoch - best_epoch >= patience`` and at least ``min_epochs`` epochs ran. With
-  ``eval_every = 1`` this is the classic "``patience`` evaluations without improvement";
+  ``eval_every = 1`` this is the classic "``patience`` evaluations without improvement".
+  ``patience_ratio = r > 0`` makes the patience grow with the best epoch:
+  ``max(patience, ceil(r * (best_epoch + 1)))``, so a curve still rising late (a best at
+  epoch 40 waits 20 more epochs with ``r = 0.5``) is not cut by a plateau that a short fixed
+  patience would stop at;
 * the best state (a copy of ``state_dict``) is restored at the end when there was validation.
 """
 
@@ -42,13 +46,15 @@ class EarlyStopping:
     """Track a validation score (higher is better); keep a copy of the best state.
 
     ``step(score, module)`` returns True when training should stop: ``patience`` epochs (or
-    evaluations, when ``epoch`` is not given) since the best score, improvements counting only
-    when larger than ``min_delta``. ``restore(module)`` loads the best state.
+    evaluations, when ``epoch`` is not given) since the best score, or more with
+    ``patience_ratio`` (:meth:`wait`), improvements counting only when larger than
+    ``min_delta``. ``restore(module)`` loads the best state.
     """
 
-    def __init__(self, patience: int, min_delta: float = 0.0) -> None:
+    def __init__(self, patience: int, min_delta: float = 0.0, patience_ratio: float = 0.0) -> None:
         self.patience = int(patience)
         self.min_delta = float(min_delta)
+        self.patience_ratio = float(patience_ratio)
         self.best_score = -math.inf
         self.best_step = -1
         self.best_state: dict[str, Any] | None = None
@@ -62,7 +68,12 @@ class EarlyStopping:
             self.best_score, self.best_step = score, at
             self.best_state = copy.deepcopy(module.state_dict())
         self._n += 1
-        return at - self.best_step >= self.patience
+        return at - self.best_step >= self.wait()
+
+    def wait(self) -> int:
+        """Epochs to wait after the current best: ``max(patience, ceil(ratio * (best + 1)))``."""
+        grown = math.ceil(self.patience_ratio * (self.best_step + 1)) if self.patience_ratio else 0
+        return max(self.patience, grown)
 
     def restore(self, module: torch.nn.Module) -> None:
         if self.best_state is not None:
@@ -80,6 +91,8 @@ class LoopSpec:
         min_epochs: Never stop before this many epochs.
         min_delta: Smallest improvement that counts.
         eval_every: Validate every this many epochs (and after the last one).
+        patience_ratio: Patience grows to ``ceil(ratio * (best epoch + 1))`` when that is
+            larger (0 = fixed patience).
     """
 
     name: str
@@ -88,6 +101,7 @@ class LoopSpec:
     min_epochs: int = 0
     min_delta: float = 0.0
     eval_every: int = 1
+    patience_ratio: float = 0.0
 
 
 @dataclass
@@ -116,7 +130,7 @@ def run_epochs(module: torch.nn.Module, run_epoch: Callable[[int], float],
     """
     every = max(1, int(spec.eval_every))
     epochs = int(spec.max_epochs)
-    stopper = EarlyStopping(spec.patience, spec.min_delta)
+    stopper = EarlyStopping(spec.patience, spec.min_delta, spec.patience_ratio)
     advance = ctx.progress(f"{spec.name} epochs", epochs)
     out = LoopResult()
     for epoch in range(epochs):

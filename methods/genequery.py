@@ -140,6 +140,8 @@ class GeneQuery(Method):
             weight_decay: AdamW weight decay.
             max_epochs: Upper bound on epochs (one step per training slide each).
             patience: Epochs without a better validation PCC before stopping.
+            patience_ratio: 0 (default) = fixed patience; r > 0 waits
+                ``max(patience, ceil(r * (best epoch + 1)))`` epochs after the best one.
             epochs_no_val: Epochs trained when no validation data is given.
             eval_every: Validate every this many epochs (and after the last one); patience
                 still counts epochs.
@@ -161,6 +163,7 @@ class GeneQuery(Method):
         weight_decay: float = bounded(1e-4, ">= 0")
         max_epochs: int = bounded(300, ">= 1")
         patience: int = bounded(30, ">= 1")
+        patience_ratio: float = bounded(0.0, ">= 0")
         epochs_no_val: int = bounded(100, ">= 1")
         eval_every: int = bounded(1, ">= 1")
         eval_chunk: int = bounded(65536, ">= 1")
@@ -212,7 +215,8 @@ class GeneQuery(Method):
                 v_y, self._forward(v_x, v_text), v_index)
         run_epoch = self._epoch_runner(xs, ys, text, opt, gen)
         spec = LoopSpec("genequery", cfg.max_epochs if has_val else cfg.epochs_no_val,
-                        cfg.patience, eval_every=cfg.eval_every)
+                        cfg.patience, eval_every=cfg.eval_every,
+                        patience_ratio=cfg.patience_ratio)
         out = run_epochs(self._net, run_epoch, validate, spec, ctx)
         self.history_ = out.history
         if has_val:

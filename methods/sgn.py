@@ -237,6 +237,8 @@ class SGN(Method):
             weight_decay: AdamW weight decay.
             max_epochs: Upper bound on epochs (one epoch = one step per training slide).
             patience: Epochs without a better validation PCC before stopping.
+            patience_ratio: 0 (default) = fixed patience; r > 0 waits
+                ``max(patience, ceil(r * (best epoch + 1)))`` epochs after the best one.
             epochs_no_val: Epochs trained when no validation slides/genes are given.
             eval_every: Validate every this many epochs (and after the last one); patience
                 still counts epochs.
@@ -263,6 +265,7 @@ class SGN(Method):
         weight_decay: float = bounded(1e-4, ">= 0")
         max_epochs: int = bounded(300, ">= 1")
         patience: int = bounded(30, ">= 1")
+        patience_ratio: float = bounded(0.0, ">= 0")
         epochs_no_val: int = bounded(100, ">= 1")
         eval_every: int = bounded(1, ">= 1")
         scaling: str = "global"
@@ -342,7 +345,7 @@ class SGN(Method):
             return float(np.mean(losses))
 
         spec = LoopSpec("sgn", cfg.max_epochs if has_val else cfg.epochs_no_val, cfg.patience,
-                        eval_every=cfg.eval_every)
+                        eval_every=cfg.eval_every, patience_ratio=cfg.patience_ratio)
         out = run_epochs(self._net, run_epoch, validate, spec, ctx)
         self.history_ = out.history
         if has_val:

@@ -371,6 +371,40 @@ def test_fit_predict_with_nuclei_graph_and_token_states_is_deterministic() -> No
     assert not np.allclose(m3.predict(test, unseen), p1, atol=1e-4)
 
 
+def test_recomputing_the_spot_encoder_changes_no_value() -> None:
+    """Activation checkpointing of the nuclei stage and graph layers (every slide here:
+    ``checkpoint_min_spots=1``) gives bitwise the same training as keeping activations,
+    dropout included; the default leaves small slides alone."""
+    from stbench.methods.alignst import model as model_module
+
+    prob = rich_problem(0)
+    text = token_gene_text(prob["descriptions"])
+    calls = []
+    real = model_module._recomputed
+
+    def counting(module, *args):
+        calls.append(type(module).__name__)
+        return real(module, *args)
+
+    model_module._recomputed = counting
+    try:
+        kept, test, unseen = _fit(_cfg(max_epochs=2, dropout=0.2, checkpoint_min_spots=0), prob, text)
+        assert calls == []
+        recomputed, _, _ = _fit(_cfg(max_epochs=2, dropout=0.2, checkpoint_min_spots=1), prob,
+                                  text)
+        assert {"NucleiFusion", "GraphAttentionLayer"} <= set(calls)
+        n_calls = len(calls)
+        assert AlignST.Config().checkpoint_min_spots > max(v.n_spots for v in prob["slides"])
+        _fit(_cfg(max_epochs=2), prob, text)
+        assert len(calls) == n_calls  # default: these slides are below the threshold
+    finally:
+        model_module._recomputed = real
+    assert kept.config.dropout > 0
+    for a, b in zip(kept.model.state_dict().values(), recomputed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    np.testing.assert_array_equal(kept.predict(test, unseen), recomputed.predict(test, unseen))
+
+
 class _Poisoned(SlideView):
     """A SlideView whose expression raises when read."""
 

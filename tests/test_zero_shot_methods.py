@@ -272,6 +272,24 @@ def test_early_stopping_restores_best_state():
     assert float(net.weight.detach()) == 1.0 and stopper.best_step == 0
 
 
+def test_patience_ratio_waits_longer_after_a_late_best():
+    net = torch.nn.Linear(1, 1)
+
+    def stop_epoch(stopper: EarlyStopping, scores: list[float]) -> int | None:
+        for epoch, score in enumerate(scores):
+            if stopper.step(score, net, epoch):
+                return epoch
+        return None
+
+    late_best = [0.1 * e for e in range(10)] + [0.0] * 10  # best at epoch 9
+    assert stop_epoch(EarlyStopping(patience=3), late_best) == 12
+    grown = EarlyStopping(patience=3, patience_ratio=0.5)
+    assert stop_epoch(grown, late_best) == 14  # waits ceil(0.5 * 10) = 5 epochs
+    assert grown.best_step == 9 and grown.wait() == 5
+    early_best = [1.0] + [0.0] * 10  # best at epoch 0: the fixed patience rules
+    assert stop_epoch(EarlyStopping(patience=3, patience_ratio=0.5), early_best) == 3
+
+
 def test_pearson_per_column_constant_is_zero():
     p = torch.tensor([[1.0, 2.0], [1.0, 3.0], [1.0, 5.0]])
     r = pearson_per_column(p, torch.tensor([[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]]))

@@ -118,6 +118,12 @@ class AlignST(Method):
             max_epochs / patience / min_epochs: Early stopping on the validation mean PCC of
                 the validation genes, never before ``min_epochs`` (``max_epochs`` fixed epochs
                 when there is no validation data); the best epoch's weights are restored.
+            patience_ratio: 0 (default) = fixed patience; r > 0 waits
+                ``max(patience, ceil(r * (best epoch + 1)))`` epochs after the best one, so a
+                curve still rising late is not cut by a plateau (see
+                ``stbench.methods._training``). With ``patience=5 patience_ratio=0.5
+                min_epochs=5`` a her2st fold trains about 40 % fewer epochs and the demo
+                selects the same epochs (docs/performance.md); opt-in, results unchanged.
             max_steps: Budget of optimiser steps (0, the default = none): training runs at
                 most ``ceil(max_steps / steps per epoch)`` epochs (never more than
                 ``max_epochs``) and the learning-rate schedule spans that many epochs.
@@ -138,6 +144,11 @@ class AlignST(Method):
             lambda_align: Weight of the InfoNCE spot/gene alignment (0 = off).
             align_temperature: InfoNCE temperature.
             align_max_spots: Spots subsampled for InfoNCE (an n x n matrix) per step.
+            checkpoint_min_spots: Training slides with more spots recompute the nuclei stage
+                and the graph layers in the backward pass instead of keeping their
+                activations (the same values and gradients, tested; about one extra forward
+                of those stages); 0 = never. The default leaves her2st- and cSCC-sized slides
+                untouched and bounds the memory of Visium-sized ones.
             dropout: Dropout everywhere.
             nuclei / graph / gene_interaction / similarity_bias: Ablation switches.
             use_token_states: Read the frozen encoder's token states when it has them (else,
@@ -174,6 +185,7 @@ class AlignST(Method):
         max_epochs: int = bounded(60, ">= 1")
         max_steps: int = bounded(0, ">= 0")
         patience: int = bounded(10, ">= 1")
+        patience_ratio: float = bounded(0.0, ">= 0")
         min_epochs: int = bounded(10, ">= 0")
         eval_every: int = bounded(1, ">= 1")
         shared_chunk_steps: bool = False
@@ -182,6 +194,7 @@ class AlignST(Method):
         lambda_align: float = bounded(0.1, ">= 0")
         align_temperature: float = bounded(0.1, "> 0")
         align_max_spots: int = bounded(1024, ">= 1")
+        checkpoint_min_spots: int = bounded(1024, ">= 0")
         dropout: float = bounded(0.1, "[0, 1)")
         nuclei: bool = True
         graph: bool = True
@@ -336,12 +349,16 @@ class AlignST(Method):
         return f.get("edges_grid") is not None or f.get("edges_knn") is not None
 
     def _spot_batch(self, view: SlideView, y: np.ndarray | None = None) -> SpotBatch:
-        """Tensors of one slide. Reads ``view.features`` only; ``y`` is passed in by fit."""
+        """Tensors of one slide. Reads ``view.features`` only; ``y`` is passed in by fit.
+
+        Training and validation build a slide's batch at each use, so that only one slide's
+        standardised features are alive at a time (memory bounded by the largest slide, not
+        the training set); the graph, which costs more to build, is cached per slide
+        (:meth:`_graph_tensors`)."""
         f = view.features
         x = self._img_scaler.transform(f["image"]).astype(np.float32)
         dev = self._dev
         batch = SpotBatch(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(dev))
-        n = x.shape[0]
         if self._use_nuclei:
             if self._has_nuclei(view):
                 nuc, mask = self._nuclei_arrays(view)
@@ -352,14 +369,25 @@ class AlignST(Method):
                 self._warn_once(f"slide {view.name} has no nuclei features; nuclei stage skipped")
         if self._use_graph:
             if self._has_graph(view):
-                src, tgt, et = spot_graph(n, f.get("edges_grid"), f.get("edges_knn"))
-                batch.src, batch.tgt, batch.etype = (torch.from_numpy(a).to(dev)
-                                                     for a in (src, tgt, et))
+                batch.src, batch.tgt, batch.etype = self._graph_tensors(view, x.shape[0])
             else:
                 self._warn_once(f"slide {view.name} has no graph edges; graph stage skipped")
         if y is not None:
             batch.y = torch.from_numpy(np.ascontiguousarray(y, np.float32)).to(dev)
         return batch
+
+    def _graph_tensors(self, view: SlideView, n: int) -> tuple[torch.Tensor, ...]:
+        """``(src, tgt, etype)`` of :func:`spot_graph` for ``view``; cached during fit."""
+        cache: dict[int, tuple] | None = getattr(self, "_graphs", None)
+        key = id(view.features)
+        if cache is not None and key in cache and cache[key][0] is view.features:
+            return cache[key][1]
+        f = view.features
+        arrays = spot_graph(n, f.get("edges_grid"), f.get("edges_knn"))
+        tensors = tuple(torch.from_numpy(a).to(self._dev) for a in arrays)
+        if cache is not None:
+            cache[key] = (view.features, tensors)
+        return tensors
 
     @staticmethod
     def _nuclei_arrays(view: SlideView) -> tuple[np.ndarray, np.ndarray]:
@@ -377,8 +405,12 @@ class AlignST(Method):
     # ------------------------------------------------------------------------------ fit
 
     def fit(self, train: Bundle, val: Bundle | None, ctx: FitContext) -> None:
-        with torch_threads(self.config.threads):
-            self._fit(train, val, ctx)
+        self._graphs: dict[int, tuple] | None = {}  # the fit's slide graphs (_graph_tensors)
+        try:
+            with torch_threads(self.config.threads):
+                self._fit(train, val, ctx)
+        finally:
+            self._graphs = None
 
     def _fit(self, train: Bundle, val: Bundle | None, ctx: FitContext) -> None:
         self._check_config()
@@ -393,17 +425,17 @@ class AlignST(Method):
         self._warned: set[str] = set()
         self._train_genes = list(train.genes)
         model = self._build(train, val, ctx)
-        slides = [self._spot_batch(v, v.expression) for v in train.slides]
+        slides = list(train.slides)
         use_val = (val is not None and bool(val.slides) and bool(val.genes)
                    and all(v.expression is not None for v in val.slides))
         validate = None
         if use_val:
-            val_batches = [self._spot_batch(v) for v in val.slides]
             val_y = [np.asarray(v.expression, np.float64) for v in val.slides]
-            validate = lambda: self._val_score(val_batches, val_y, list(val.genes))  # noqa: E731
+            validate = lambda: self._val_score(list(val.slides), val_y, list(val.genes))  # noqa: E731
         run_epoch, self._steps_per_epoch, epochs = self._epoch_runner(model, slides, rng)
         spec = LoopSpec("alignst", epochs, cfg.patience, min_epochs=cfg.min_epochs,
-                        min_delta=1e-6, eval_every=cfg.eval_every)
+                        min_delta=1e-6, eval_every=cfg.eval_every,
+                        patience_ratio=cfg.patience_ratio)
         out = run_epochs(model, run_epoch, validate, spec, ctx)
         self.history = out.history
         if use_val:
@@ -437,11 +469,12 @@ class AlignST(Method):
             n_visual_prompts=cfg.n_visual_prompts, n_visual_context=cfg.n_visual_context,
             text_layers=cfg.text_layers,
             interaction_layers=cfg.interaction_layers if cfg.gene_interaction else 0,
-            similarity_bias=cfg.similarity_bias, dropout=cfg.dropout)
+            similarity_bias=cfg.similarity_bias, dropout=cfg.dropout,
+            checkpoint_min_spots=cfg.checkpoint_min_spots)
         self.model = AlignSTModel(self.model_config).to(self._dev)
         return self.model
 
-    def _epoch_runner(self, model: AlignSTModel, slides: list[SpotBatch],
+    def _epoch_runner(self, model: AlignSTModel, slides: list[SlideView],
                       rng: np.random.Generator) -> tuple[Callable[[int], float], int, int]:
         """``(run_epoch, steps per epoch, epochs)``; ``epochs`` is ``max_epochs`` capped by
         the ``max_steps`` budget.
@@ -473,7 +506,7 @@ class AlignST(Method):
         opt = _adamw(model, cfg.lr, cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
-        def step(batch: list[SpotBatch], chunk: np.ndarray) -> float:
+        def step(batch: list[SlideView], chunk: np.ndarray) -> float:
             opt.zero_grad(set_to_none=True)
             loss = self._step_backward(batch, sorted(chunk.tolist()), rng)
             if cfg.grad_clip > 0:
@@ -497,7 +530,7 @@ class AlignST(Method):
 
         return run_epoch, steps_per_epoch, epochs
 
-    def _step_backward(self, slides: list[SpotBatch], cols: list[int],
+    def _step_backward(self, slides: list[SlideView], cols: list[int],
                        rng: np.random.Generator) -> float:
         """Back-propagate the mean over the training slides of :meth:`_loss` on the gene
         columns ``cols``; returns that mean.
@@ -511,7 +544,8 @@ class AlignST(Method):
         gb = self._gene_batch([self._train_genes[c] for c in cols])
         tokens = self.model.prepare_genes(gb)
         total = 0.0
-        for i, s in enumerate(slides):
+        for i, view in enumerate(slides):
+            s = self._spot_batch(view, view.expression)
             loss = self._loss(s, gb, tokens, cols, rng) / len(slides)
             loss.backward(retain_graph=i + 1 < len(slides))
             total += float(loss.detach())
@@ -543,13 +577,13 @@ class AlignST(Method):
         return genes
 
     @torch.no_grad()
-    def _val_score(self, batches: list[SpotBatch], ys: list[np.ndarray], genes: list[str]) -> float:
+    def _val_score(self, views: list[SlideView], ys: list[np.ndarray], genes: list[str]) -> float:
         self.model.eval()
         gb = self._gene_batch(self._context(genes))
         tokens = self.model.prepare_genes(gb)
         scores = []
-        for s, y in zip(batches, ys):
-            pred, _ = self.model(s, gb, tokens)
+        for view, y in zip(views, ys):
+            pred, _ = self.model(self._spot_batch(view), gb, tokens)
             scores.append(mean_gene_pcc(y, pred[:, : len(genes)].double().cpu().numpy()))
         return float(np.mean(scores))
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from stbench.methods._torch_utils import pearson_per_column
 
@@ -468,6 +469,15 @@ class ModelConfig:
     interaction_layers: int = 1  # 0 = no gene interaction
     similarity_bias: bool = True
     dropout: float = 0.1
+    checkpoint_min_spots: int = 0  # 0 = never recompute the spot encoder in backward
+
+
+def _direct(module: nn.Module, *args: Tensor) -> tuple[Tensor, ...]:
+    return module(*args)
+
+
+def _recomputed(module: nn.Module, *args: Tensor) -> tuple[Tensor, ...]:
+    return checkpoint(module, *args, use_reentrant=False, preserve_rng_state=True)
 
 
 class AlignSTModel(nn.Module):
@@ -495,14 +505,24 @@ class AlignSTModel(nn.Module):
         self.gene_bias = nn.Linear(d, 1)
 
     def encode_spots(self, s: SpotBatch) -> tuple[Tensor, dict]:
-        """Stages 1-2: (n, d) spot embeddings before prompt learning."""
+        """Stages 1-2: (n, d) spot embeddings before prompt learning.
+
+        When gradients are taken on a slide of more than ``cfg.checkpoint_min_spots`` spots,
+        the nuclei stage and each graph layer keep only their inputs and are recomputed in
+        the backward pass (activation checkpointing, random state replayed: the same values
+        and gradients), so the memory of a step stops growing with those stages' activations.
+        """
         aux: dict = {}
         h = self.image(s.x)
+        limit = self.cfg.checkpoint_min_spots
+        stage = (_recomputed if limit > 0 and h.shape[0] > limit and torch.is_grad_enabled()
+                 else _direct)
         if self.nuclei is not None and s.nuclei is not None and s.nuclei_mask is not None:
-            h, aux["nuclei_attn"], aux["nuclei_gate"] = self.nuclei(h, s.nuclei, s.nuclei_mask)
+            h, aux["nuclei_attn"], aux["nuclei_gate"] = stage(self.nuclei, h, s.nuclei,
+                                                              s.nuclei_mask)
         if len(self.graph) and s.src is not None:
             for layer in self.graph:
-                h, aux["graph_attn"] = layer(h, s.src, s.tgt, s.etype)
+                h, aux["graph_attn"] = stage(layer, h, s.src, s.tgt, s.etype)
         return h, aux
 
     def prepare_genes(self, g: GeneBatch) -> GeneTokens:
