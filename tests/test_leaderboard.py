@@ -139,6 +139,20 @@ def test_rows_are_method_and_config_hash(tmp_path):
     assert len({r.config_hash for r in b.rows}) == 2
 
 
+def test_settings_at_their_registered_default_do_not_split_rows():
+    """A result recorded before a Config field existed hashes like one that records the
+    field at its default (the same configuration); a non-default value still differs."""
+    older = make_result("bilinear", "zero_shot", 0, [0.2], method_config={"lam": 0.1})
+    newer = make_result("bilinear", "zero_shot", 1, [0.2], method_config={
+        "lam": 0.1, "lam_grid": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0], "mean_lam": 1.0})
+    assert config_hash(older) == config_hash(newer)
+    other = make_result("bilinear", "zero_shot", 0, [0.2], method_config={"mean_lam": 2.0})
+    assert config_hash(other) != config_hash(older)
+    # a method not registered here keeps every setting
+    assert config_hash(make_result("zs", "zero_shot", 0, [0.2], method_config={"lam": 1.0})) \
+        != config_hash(make_result("zs", "zero_shot", 0, [0.2]))
+
+
 def test_config_hash_ignores_seed_bookkeeping_and_idle_tuning():
     a = make_result("zs", "zero_shot", 0, [0.2])
     b = make_result("zs", "zero_shot", 1, [0.2])

@@ -24,6 +24,7 @@ from stbench.report.runs import (
     canonical,
     config_hash,
     digest,
+    method_defaults,
     method_settings,
     protocol_of,
     select_board,
@@ -117,7 +118,10 @@ class Row:
 
     @property
     def method_config(self) -> dict:
-        return self.settings.get("method_config") or {}
+        """Every method setting: the row's own (those off the defaults, see
+        :func:`~stbench.report.runs.method_settings`) over the registered defaults."""
+        own = self.settings.get("method_config") or {}
+        return {**(method_defaults(self.method) or {}), **own}
 
     def gene_pcc(self, seeds: Iterable[int] | None = None) -> dict[str, float]:
         """Per-gene PCC averaged over the units of ``seeds`` (all seeds by default)."""
@@ -205,27 +209,11 @@ def _level(name: str, recorded: dict[str, str]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _plugin_defaults(method: str) -> dict | None:
-    """The default ``Config`` of a registered method as plain JSON, or ``None``."""
-    import dataclasses
-
-    try:
-        from stbench.plugins import METHODS
-
-        cls = METHODS.get(method)
-        cfg_cls = getattr(cls, "Config", None)
-        if cfg_cls is None or not dataclasses.is_dataclass(cfg_cls):
-            return None
-        return json.loads(canonical(dataclasses.asdict(cfg_cls())))
-    except Exception:  # noqa: BLE001 - the plugin may be absent where the board is built
-        return None
-
-
 def default_label(result: dict) -> str:
     """A result's row name from its own settings alone: the method, with the method settings
     that differ from the plugin's defaults (``alignst (prompt_rounds=0)``)."""
     method = str(result.get("method"))
-    defaults = _flatten(_plugin_defaults(method) or {})
+    defaults = _flatten(method_defaults(method) or {})
     mine = _flatten((result.get("config") or {}).get("method") or {})
     return _row_name(method, {k: v for k, v in sorted(mine.items()) if k != "name"
                               and k in defaults and canonical(defaults[k]) != canonical(v)})
@@ -260,7 +248,7 @@ def _key_params(rows: list[Row]) -> None:
         mflat = {x.row_id: _flatten(x.method_config) for x in same}
         varying = _varying(mflat.values())
         if r.method not in defaults_cache:
-            defaults_cache[r.method] = _plugin_defaults(r.method)
+            defaults_cache[r.method] = method_defaults(r.method)
         defaults = _flatten(defaults_cache[r.method] or {})
         mine = mflat[r.row_id]
         params, shown = {}, {}

@@ -25,6 +25,8 @@ the bookkeeping (tracking, cache, device).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -292,18 +294,55 @@ def instance_of(result: dict) -> list[dict]:
 
 
 def method_settings(result: dict) -> dict:
-    """The method-side settings hashed into the row identity."""
+    """The method-side settings hashed into the row identity.
+
+    Method settings equal to the registered method's current default are left out
+    (:func:`without_defaults`), so a Config field added later, whose default keeps the
+    method's results (otherwise its version changes), does not split one configuration's
+    results into two rows: a result recorded before the field existed and one recorded after
+    hash alike.
+    """
     cfg = result.get("config") or {}
     genes_cfg = cfg.get("genes") or {}
     return {"method": result.get("method"),
             "method_version": result.get("method_version"),
-            "method_config": cfg.get("method") or {},
+            "method_config": without_defaults(result.get("method"), cfg.get("method") or {}),
             "encoder": cfg.get("encoder"),
             "features": cfg.get("features"),
             "tuning": _tuning(cfg.get("tuning")),
             "genes": {**{k: genes_cfg.get(k) for k in _METHOD_SIDE_GENE_KEYS},
                       **{k: genes_cfg[k] for k in _REPRESENTATION_GENE_KEYS
                          if genes_cfg.get(k) is not None}}}
+
+
+@functools.lru_cache(maxsize=None)
+def _method_defaults_json(method: str) -> str | None:
+    try:
+        from stbench.plugins import METHODS
+
+        config_cls = getattr(METHODS.get(method), "Config", None)
+        if config_cls is None or not dataclasses.is_dataclass(config_cls):
+            return None
+        return canonical(dataclasses.asdict(config_cls()))
+    except Exception:  # noqa: BLE001 - the plugin may be absent where the board is built
+        return None
+
+
+def method_defaults(method: str) -> dict | None:
+    """The default ``Config`` of a registered method as plain JSON, or ``None`` (a method not
+    installed here, or one without a dataclass Config)."""
+    text = _method_defaults_json(str(method))
+    return None if text is None else json.loads(text)
+
+
+def without_defaults(method: Any, settings: dict) -> dict:
+    """``settings`` less the entries equal to ``method``'s current Config defaults (all of
+    them kept when the method is not registered here)."""
+    defaults = method_defaults(method) if method else None
+    if defaults is None:
+        return dict(settings)
+    return {k: v for k, v in settings.items()
+            if k not in defaults or canonical(defaults[k]) != canonical(v)}
 
 
 def _tuning(tuning: Any) -> Any:
