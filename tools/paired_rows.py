@@ -13,6 +13,7 @@ of each metric are Holm-corrected over the pairs. This is how the answer tables 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -26,8 +27,10 @@ from stbench.protocol.metrics import holm, paired_wilcoxon
 _SEED = re.compile(r"^(?P<row>.+)_s(?P<seed>\d+)$")
 
 
+@functools.lru_cache(maxsize=None)
 def per_gene(folder: Path, row: str, field: str) -> dict[int, dict[str, float]]:
-    """``seed -> gene -> mean over that seed's folds`` of ``per_gene[field]`` for ``row``."""
+    """``seed -> gene -> mean over that seed's folds`` of ``per_gene[field]`` for ``row`` (read
+    once per process; callers do not modify it)."""
     out: dict[int, dict[str, float]] = {}
     for path in sorted(folder.glob(f"{row}_s*.json")):
         match = _SEED.match(path.stem)

@@ -242,14 +242,11 @@ def _key_params(rows: list[Row]) -> None:
                                 if k not in ("method", "method_version", "method_config")})
             for r in rows}
     board_varying = _varying(flat.values())
-    defaults_cache: dict[str, dict | None] = {}
     for r in rows:
         same = [x for x in rows if x.method == r.method]
         mflat = {x.row_id: _flatten(x.method_config) for x in same}
         varying = _varying(mflat.values())
-        if r.method not in defaults_cache:
-            defaults_cache[r.method] = method_defaults(r.method)
-        defaults = _flatten(defaults_cache[r.method] or {})
+        defaults = _flatten(method_defaults(r.method) or {})
         mine = mflat[r.row_id]
         params, shown = {}, {}
         for k in sorted(mine):
