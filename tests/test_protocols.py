@@ -16,8 +16,8 @@ from stbench.run.protocols import FULL, ZERO_SHOT_TUNABLE, get_protocol, protoco
 def test_full_protocol_grid():
     jobs = protocol_jobs(FULL, "demo", ["threads=0"], n_patients=2)
     by_name = {g.name: (g, o, s) for g, o, s in jobs}
-    assert set(by_name) == {"default", "tuned", "shuffled_alignst", "shuffled_sgn",
-                            "shuffled_bilinear", "supervised"}
+    assert set(by_name) == {"default", "tuned", "supervised",
+                            *(f"shuffled_{m}" for m in ZERO_SHOT_TUNABLE)}
     for _, overrides, seeds in jobs:
         assert seeds == [0, 1, 2]
         assert {"split=loso", "genes.split=kfold", "genes.k=4", "split_seed=0"} <= set(overrides)
@@ -26,8 +26,9 @@ def test_full_protocol_grid():
     assert set(tuned_group.methods) == set(ZERO_SHOT_TUNABLE)
     assert {"tuning.sampler=tpe", "tuning.seed=0"} <= set(tuned)
     assert set(by_name["default"][0].methods) >= set(ZERO_SHOT_TUNABLE) | {"seen_mean", "mean_expression"}
-    for inner in ("alignst", "sgn", "bilinear"):
-        assert f"method.inner={inner}" in by_name[f"shuffled_{inner}"][1]
+    for inner in ZERO_SHOT_TUNABLE:
+        group, overrides, _ = by_name[f"shuffled_{inner}"]
+        assert group.methods == ("shuffled_text",) and f"method.inner={inner}" in overrides
 
 
 def test_lopo_where_three_patients_exist():

@@ -9,8 +9,9 @@ every panel gene is unseen exactly once per seed (the same outer folds for every
   Optuna budget (same trials, sampler and sampler seed), nested in each outer fold and scored
   on its validation sections and validation genes; the budget is spent once per outer fold and
   the chosen configuration reused for the other seeds (``tuning.seed``);
-* the controls: ``seen_mean``, ``mean_expression`` and ``shuffled_text`` around ``alignst``,
-  ``sgn`` and ``bilinear`` (the same model reading permuted descriptions);
+* the controls: ``seen_mean``, ``mean_expression`` and ``shuffled_text`` around every
+  zero-shot method (row group ``shuffled_<method>``: the same model reading permuted
+  descriptions), so each one can be tested against its own control;
 * the supervised references, scored on the same unseen genes (they were trained on them).
 
 Each row group is one Hydra multirun (:mod:`stbench.run.sweep`); complete runs are skipped, so
@@ -63,9 +64,8 @@ FULL = Protocol(
         RowGroup("default", ZERO_SHOT_TUNABLE + CONTROLS),
         RowGroup("tuned", ZERO_SHOT_TUNABLE,
                  (f"tuning.n_trials={TUNING_TRIALS}", "tuning.sampler=tpe", "tuning.seed=0")),
-        RowGroup("shuffled_alignst", ("shuffled_text",), ("method.inner=alignst",)),
-        RowGroup("shuffled_sgn", ("shuffled_text",), ("method.inner=sgn",)),
-        RowGroup("shuffled_bilinear", ("shuffled_text",), ("method.inner=bilinear",)),
+        *(RowGroup(f"shuffled_{inner}", ("shuffled_text",), (f"method.inner={inner}",))
+          for inner in ZERO_SHOT_TUNABLE),
         RowGroup("supervised", SUPERVISED),
     ),
 )
