@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from project_tools import load_tool
 
 
 def _tool():
-    path = PROJECT_ROOT / "tools" / "paired_rows.py"
-    spec = importlib.util.spec_from_file_location("paired_rows", path)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(spec.name, None)
-    return module
+    return load_tool("paired_rows")
 
 
 def _write(folder, stem: str, folds: list[dict[str, tuple[float, float]]]) -> None:

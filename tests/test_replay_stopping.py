@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from project_tools import load_tool
 
 
 def _tool():
-    path = PROJECT_ROOT / "tools" / "replay_stopping.py"
-    spec = importlib.util.spec_from_file_location("replay_stopping", path)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(spec.name, None)
-    return module
+    return load_tool("replay_stopping")
 
 
 def test_replay_follows_run_epochs_patience_ratio_and_min_epochs():
