@@ -139,6 +139,26 @@ def test_rows_are_method_and_config_hash(tmp_path):
     assert len({r.config_hash for r in b.rows}) == 2
 
 
+def test_row_names_show_run_settings_only_off_their_defaults(tmp_path):
+    """On a board mixing representations and tuned rows, a row is named by what it changes
+    (``zs (genes.representation=tfidf)``, ``zs (tuning.n_trials=12)``); the default row keeps
+    the plain name, and every varying setting stays in the key parameters."""
+    plain = make_result("zs", "zero_shot", 0, [0.2])
+    plain["config"]["genes"]["representation"] = "minilm"
+    tfidf = make_result("zs", "zero_shot", 0, [0.3])
+    tfidf["config"]["genes"]["representation"] = "tfidf"
+    tuned = make_result("zs", "zero_shot", 0, [0.4])
+    tuned["config"]["genes"]["representation"] = "minilm"
+    tuned["config"]["tuning"] = {"n_trials": 12, "sampler": "tpe", "seed": 0}
+    older = make_result("ctl", "control", 0, [0.1])  # recorded before the representation key
+    b = board_of(tmp_path, {"p.json": plain, "t.json": tfidf, "u.json": tuned, "o.json": older})
+    names = {r.name for r in b.rows}
+    assert names == {"zs", "zs (genes.representation=tfidf)", "zs (tuning.n_trials=12)", "ctl"}
+    by_name = {r.name: r for r in b.rows}
+    assert by_name["zs"].params["genes.representation"] == "minilm"
+    assert by_name["zs (tuning.n_trials=12)"].params["tuning.sampler"] == "tpe"
+
+
 def test_settings_at_their_registered_default_do_not_split_rows():
     """A result recorded before a Config field existed hashes like one that records the
     field at its default (the same configuration); a non-default value still differs."""

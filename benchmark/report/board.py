@@ -9,6 +9,8 @@ the ablation tables.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -260,10 +262,33 @@ def _key_params(rows: list[Row]) -> None:
             if off_default or (k in varying and not (defaults and k in defaults)):
                 shown[k] = mine[k]
         for k in sorted(board_varying):
-            params[k] = shown[k] = flat[r.row_id].get(k)
+            params[k] = flat[r.row_id].get(k)
+            if _named_run_setting(k, params[k]):
+                shown[k] = params[k]
         r.params = params
         r.name = _row_name(r.method, shown)
     _dedupe_names(rows)
+
+
+def _named_run_setting(key: str, value: Any) -> bool:
+    """Whether a run-level setting that varies across the board goes into a row's NAME: only
+    where it is off the run defaults (``genes.representation=tfidf``; a tuned row by its trial
+    count). Every varying setting is still listed under the row's key parameters."""
+    if value is None:
+        return False
+    if key.startswith("tuning."):
+        return key == "tuning.n_trials" and bool(value)
+    default = _run_defaults().get(key)
+    return default is None or canonical(default) != canonical(value)
+
+
+@functools.lru_cache(maxsize=1)
+def _run_defaults() -> dict[str, Any]:
+    """The run configuration's defaults of the method-side settings outside ``config.method``
+    (``genes.*``), flattened like the row settings."""
+    from stbench.run.config import GenesConfig
+
+    return _flatten({"genes": dataclasses.asdict(GenesConfig())})
 
 
 def _row_name(method: str, shown: dict[str, Any]) -> str:
